@@ -1,0 +1,573 @@
+"""WebSocket live queries (``GET /v1/ws``) on websocket-client's low-level ``WebSocket``.
+
+One :class:`LiveConnection` per socket; one greenlet (or thread) calls :meth:`recv` on it.  A
+background keepalive (``threading``: a greenlet under gevent monkey-patching) sends a WebSocket
+protocol Ping every ``ping_interval`` seconds, because KalamDB never pings and closes a socket on
+which nothing arrived for ``client_timeout_secs``.
+
+The receive path is kept cheap: the socket is read in large chunks and frames are cut by
+websocket-client's frame parser out of that buffer; payloads are decoded with orjson; gzip binary
+frames (magic ``1f 8b``) are inflated with zlib (wbits 31); events are ``__slots__`` objects; no
+logging per message.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+import zlib
+from collections import deque
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+import websocket
+from websocket import (WebSocketAddressException, WebSocketBadStatusException,
+                       WebSocketConnectionClosedException, WebSocketException, WebSocketTimeoutException)
+
+from .errors import (AuthFailed, ConnectError, HttpError, KalamError, RateLimited, WsAuthError,
+                     WsAuthRateLimited, register_secret)
+from .events import (AuthError, AuthSuccess, Change, Closed, InitialDataBatch, MalformedFrame,
+                     ServerError, SubscriptionAck)
+from .http import split_host_port
+
+__all__ = ["LiveConnection", "decode_frame", "ws_url", "OP_TEXT", "OP_BINARY"]
+
+OP_CONT = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_RECV_CHUNK = 256 * 1024
+_RAW_PREFIX = 200
+_SHAPE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
+_RATE_LIMIT_HINT = "too many"
+
+
+def ws_url(base_url: str, compress: bool = True, path: str = "/v1/ws") -> str:
+    """``http://h:p`` → ``ws://h:p/v1/ws`` (``?compress=false`` when ``compress`` is False)."""
+    if "://" not in base_url:
+        base_url = "http://" + base_url
+    parts = urlsplit(base_url)
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme, "ws")
+    query = "" if compress else "compress=false"
+    return urlunsplit((scheme, parts.netloc, path, query, ""))
+
+
+# -- decoding --------------------------------------------------------------------------------------
+
+def _malformed(reason: str, raw, received_at: float) -> MalformedFrame:
+    return MalformedFrame(reason, bytes(raw[:_RAW_PREFIX]), received_at)
+
+
+def _seq_of(row):
+    s = row.get("_seq")
+    return None if s is None else int(s)
+
+
+def _change(msg, ts):
+    ct = msg["change_type"]
+    sid = msg["subscription_id"]
+    if ct == "insert" or ct == "update":
+        row = msg["rows"][0]
+        ov = msg.get("old_values")
+        old = ov[0] if ov else None
+        s = row.get("_seq")
+    elif ct == "delete":
+        row = None
+        old = msg["old_values"][0]
+        s = old.get("_seq")
+    else:
+        raise ValueError(f"unknown change_type {ct!r}")
+    if type(sid) is not str:
+        raise TypeError("subscription_id is not a string")
+    return Change(sid, ct, row, old, None if s is None else int(s), ts)
+
+
+def _batch(msg, ts):
+    bc = msg["batch_control"]
+    rows = msg["rows"]
+    if type(rows) is not list:
+        raise TypeError("rows is not a list")
+    return InitialDataBatch(msg["subscription_id"], rows, bc["batch_num"], bc["has_more"], bc["status"],
+                            bc.get("last_seq_id"), ts)
+
+
+def _ack(msg, ts):
+    bc = msg.get("batch_control") or {}
+    return SubscriptionAck(msg["subscription_id"], bc.get("batch_num"), bc.get("has_more"),
+                           bc.get("status"), bc.get("last_seq_id"), msg.get("schema"), ts)
+
+
+def _error(msg, ts):
+    return ServerError(msg.get("subscription_id"), msg.get("code"), msg.get("message"), ts)
+
+
+def _auth_success(msg, ts):
+    return AuthSuccess(msg["user"], msg.get("role"), msg.get("protocol"), ts)
+
+
+def _auth_error(msg, ts):
+    return AuthError(msg.get("message"), ts)
+
+
+_HANDLERS = {
+    "change": _change,
+    "initial_data_batch": _batch,
+    "subscription_ack": _ack,
+    "error": _error,
+    "auth_success": _auth_success,
+    "auth_error": _auth_error,
+}
+
+
+def decode_frame(data: bytes, opcode: int = OP_TEXT, received_at: float | None = None):
+    """Decode one server data frame into an event; never raises (bad input → MalformedFrame)."""
+    ts = time.time() if received_at is None else received_at
+    if opcode == OP_BINARY and data[:2] == _GZIP_MAGIC:
+        try:
+            data = zlib.decompress(data, 31)
+        except (zlib.error, ValueError) as exc:
+            return _malformed(f"bad gzip frame: {exc}", data, ts)
+    try:
+        msg = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        kind = "binary" if opcode == OP_BINARY else "text"
+        return _malformed(f"{kind} frame is not JSON: {exc}", data, ts)
+    try:
+        t = msg["type"]
+        if t == "change":  # the hot path
+            return _change(msg, ts)
+        handler = _HANDLERS.get(t)
+    except _SHAPE_ERRORS as exc:
+        return _malformed(f"unexpected message shape: {type(exc).__name__}: {exc}", data, ts)
+    if handler is None:
+        return _malformed(f"unknown message type {t!r}", data, ts)
+    try:
+        return handler(msg, ts)
+    except _SHAPE_ERRORS as exc:
+        return _malformed(f"unexpected {t} shape: {type(exc).__name__}: {exc}", data, ts)
+
+
+def _parse_close(payload: bytes) -> tuple[int, str]:
+    if len(payload) >= 2:
+        code = struct.unpack("!H", payload[:2])[0]
+        return code, payload[2:].decode("utf-8", "replace")
+    return 1005, ""
+
+
+# -- connection ------------------------------------------------------------------------------------
+
+class LiveConnection:
+    """One WebSocket to ``/v1/ws``.
+
+    ``auth="header"`` sends ``Authorization: Bearer`` on the upgrade; ``auth="message"`` sends the
+    ``authenticate`` message (with its required ``protocol`` object) after the upgrade.
+    ``ping_interval`` None or 0 disables the keepalive.  ``auto_next_batch`` answers every
+    ``initial_data_batch`` with ``has_more`` by a ``next_batch`` carrying its ``last_seq_id``."""
+
+    def __init__(self, base_url: str, token: str | None, compress: bool = True, auth: str = "header",
+                 ping_interval: float | None = 5.0, connect_timeout: float = 10.0,
+                 auto_next_batch: bool = True, path: str = "/v1/ws"):
+        if auth not in ("header", "message"):
+            raise ValueError("auth must be 'header' or 'message'")
+        self.url = ws_url(base_url, compress, path)
+        self.host, self.port = split_host_port(self.url)
+        self._token = token
+        register_secret(token)
+        self.compress = compress
+        self.auth = auth
+        self.ping_interval = ping_interval
+        self.connect_timeout = float(connect_timeout)
+        self.auto_next_batch = auto_next_batch
+
+        self.user = None
+        self.role = None
+        self._ws = None
+        self._sock = None
+        self._pending: deque = deque()
+        self._ended = False
+        self._closed_event: Closed | None = None
+        self._closed_delivered = False
+        self._close_sent: int | None = None
+        self._reading = False
+        self._ping_stop = None
+        self._ping_thread = None
+        # read buffer (see _buffered_recv)
+        self._rbuf = b""
+        self._rpos = 0
+        self._deadline: float | None = None
+        self._cur_timeout: object = object()
+        self._frag_op = None
+        self._frag: list | None = None
+        # cheap counters
+        self.frames = 0
+        self.gzip_frames = 0
+        self.bytes_in = 0
+        self.pings_sent = 0
+        self.last_opcode = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._ended else ("open" if self._ws is not None else "new")
+        return f"LiveConnection({self.url!r}, user={self.user!r}, {state})"
+
+    @property
+    def closed(self) -> bool:
+        return self._ended
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None and not self._ended
+
+    # -- opening ---------------------------------------------------------------------------------
+    def _where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def open(self) -> None:
+        """Low level: the upgrade only (with the Bearer header when ``auth="header"``), no waiting
+        for ``auth_success``.  Starts the keepalive.  :meth:`connect` calls it."""
+        if self._ws is not None:
+            raise RuntimeError("LiveConnection is single-use: already opened")
+        headers = []
+        if self.auth == "header" and self._token:
+            headers.append("Authorization: Bearer " + self._token)
+        try:
+            ws = websocket.create_connection(
+                self.url, timeout=self.connect_timeout, header=headers, suppress_origin=True,
+                skip_utf8_validation=True, enable_multithread=True)
+        except WebSocketBadStatusException as exc:
+            raise self._bad_status(exc) from None
+        except (WebSocketTimeoutException, socket.timeout, TimeoutError):
+            raise ConnectError(f"cannot connect to {self._where()}: no upgrade answer within "
+                               f"{self.connect_timeout:g}s", self.host, self.port) from None
+        except ConnectionRefusedError:
+            raise ConnectError(f"cannot connect to {self._where()}: connection refused",
+                               self.host, self.port) from None
+        except (WebSocketAddressException, socket.gaierror):
+            raise ConnectError(f"cannot connect to {self._where()}: host name not resolved",
+                               self.host, self.port) from None
+        except (OSError, WebSocketException) as exc:
+            raise ConnectError(f"cannot connect to {self._where()}: {type(exc).__name__}: {exc}",
+                               self.host, self.port) from None
+        self._ws = ws
+        self._sock = ws.sock
+        self._cur_timeout = self._sock.gettimeout()
+        # Read the socket in large chunks; websocket-client's frame parser cuts frames out of them.
+        ws.frame_buffer.recv = self._buffered_recv
+        if self.ping_interval:
+            self._start_pinger(float(self.ping_interval))
+
+    def _bad_status(self, exc: WebSocketBadStatusException) -> KalamError:
+        status = exc.status_code
+        body = (exc.resp_body or b"")[:200]
+        if isinstance(body, bytes):
+            body = body.decode("utf-8", "replace")
+        msg = f"upgrade to {self._where()} refused: HTTP {status} {body}".strip()
+        if status == 429:
+            return RateLimited(msg, code="RATE_LIMIT_EXCEEDED", status=429)
+        if status in (401, 403):
+            return AuthFailed(msg, status=status)
+        return HttpError(msg, status=status)
+
+    def connect(self) -> AuthSuccess:
+        """Upgrade and authenticate; returns the ``auth_success`` event.
+
+        Raises :class:`ConnectError`, :class:`HttpError` (upgrade refused), or
+        :class:`WsAuthError` (``auth_error``/close before ``auth_success``; a rate-limited
+        authentication raises :class:`WsAuthRateLimited`, which is also a ``RateLimited``)."""
+        self.open()
+        if self.auth == "message":
+            self.authenticate()
+        deadline = time.monotonic() + self.connect_timeout
+        auth_error = None
+        early = []
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.close()
+                if auth_error is not None:
+                    raise self._auth_exc(auth_error.message, None)
+                raise WsAuthError(f"no auth_success from {self._where()} within {self.connect_timeout:g}s",
+                                  code="AUTH_TIMEOUT")
+            ev = self.recv(remaining if auth_error is None else min(remaining, 2.0))
+            if ev is None:
+                if auth_error is not None:
+                    self.close()
+                    raise self._auth_exc(auth_error.message, None)
+                continue
+            t = type(ev)
+            if t is AuthSuccess:
+                self.user, self.role = ev.user, ev.role
+                self._pending.extend(early)
+                return ev
+            if t is AuthError:
+                auth_error = ev
+            elif t is Closed:
+                if auth_error is not None:
+                    raise self._auth_exc(auth_error.message, ev.code)
+                raise WsAuthError(f"socket closed before auth_success: {ev.code} {ev.reason}".strip(),
+                                  close_code=ev.code, code="AUTH_ERROR")
+            else:
+                early.append(ev)
+
+    @staticmethod
+    def _auth_exc(message, close_code):
+        message = message or "authentication failed"
+        if _RATE_LIMIT_HINT in message.lower():
+            return WsAuthRateLimited(message, close_code)
+        return WsAuthError(message, close_code)
+
+    # -- sending ---------------------------------------------------------------------------------
+    def send_raw(self, data, binary: bool = False) -> None:
+        """Low level: send one text (str/bytes) or binary frame as is."""
+        ws = self._ws
+        if ws is None or self._ended:
+            raise ConnectError(f"websocket to {self._where()} is not open", self.host, self.port)
+        try:
+            ws.send(data, OP_BINARY if binary else OP_TEXT)
+        except (OSError, WebSocketException) as exc:
+            raise ConnectError(f"send to {self._where()} failed: {type(exc).__name__}",
+                               self.host, self.port) from None
+
+    def send_json(self, obj) -> None:
+        self.send_raw(orjson.dumps(obj))
+
+    def authenticate(self, token: str | None = None) -> None:
+        """Send the ``authenticate`` message (with the required ``protocol`` object)."""
+        token = token or self._token
+        register_secret(token)
+        self.send_json({"type": "authenticate", "method": "jwt", "token": token,
+                        "protocol": {"serialization": "json",
+                                     "compression": "gzip" if self.compress else "none"}})
+
+    def subscribe(self, sub_id: str, sql: str, options: dict | None = None) -> None:
+        """``options`` None → live only (immediate ``ready``); a dict (even ``{}``) → snapshot in
+        batches (``batch_size``, ``last_rows``, ``from``: exclusive resume point, sent as int)."""
+        sub = {"id": sub_id, "sql": sql}
+        if options is not None:
+            opts = dict(options)
+            for key in ("from", "from_seq_id", "batch_size", "last_rows"):
+                if opts.get(key) is not None:
+                    opts[key] = int(opts[key])
+            sub["options"] = opts
+        self.send_json({"type": "subscribe", "subscription": sub})
+
+    def next_batch(self, sub_id: str, last_seq_id) -> None:
+        self.send_json({"type": "next_batch", "subscription_id": sub_id, "last_seq_id": int(last_seq_id)})
+
+    def unsubscribe(self, sub_id: str) -> None:
+        self.send_json({"type": "unsubscribe", "subscription_id": sub_id})
+
+    def ping(self) -> None:
+        """Send one WebSocket protocol Ping frame now."""
+        ws = self._ws
+        if ws is None or self._ended:
+            raise ConnectError(f"websocket to {self._where()} is not open", self.host, self.port)
+        try:
+            ws.ping()
+        except (OSError, WebSocketException) as exc:
+            raise ConnectError(f"ping to {self._where()} failed: {type(exc).__name__}",
+                               self.host, self.port) from None
+        self.pings_sent += 1
+
+    # -- keepalive -------------------------------------------------------------------------------
+    def _start_pinger(self, interval: float) -> None:
+        stop = threading.Event()
+        self._ping_stop = stop
+        thread = threading.Thread(target=self._ping_loop, args=(stop, interval),
+                                  name=f"kalam-ping-{self._where()}", daemon=True)
+        self._ping_thread = thread
+        thread.start()
+
+    def _ping_loop(self, stop, interval: float) -> None:
+        while not stop.wait(interval):
+            ws = self._ws
+            if ws is None or self._ended:
+                return
+            try:
+                ws.ping()
+                self.pings_sent += 1
+            except WebSocketTimeoutException:
+                continue  # send buffer momentarily full; try again next interval
+            except Exception:  # socket gone: the reader reports Closed
+                return
+
+    def _stop_pinger(self) -> None:
+        if self._ping_stop is not None:
+            self._ping_stop.set()
+
+    # -- receiving -------------------------------------------------------------------------------
+    def _buffered_recv(self, n: int) -> bytes:
+        """frame_buffer.recv replacement: hand out ``n`` bytes from a large read buffer."""
+        buf = self._rbuf
+        pos = self._rpos
+        avail = len(buf) - pos
+        if avail > 0:
+            if avail <= n:
+                self._rbuf = b""
+                self._rpos = 0
+                return buf[pos:] if pos else buf
+            self._rpos = pos + n
+            return buf[pos:pos + n]
+        deadline = self._deadline
+        if deadline is None:
+            t = None
+        else:
+            t = deadline - time.monotonic()
+            if t <= 0:
+                raise WebSocketTimeoutException("timed out")
+        if t != self._cur_timeout:
+            self._sock.settimeout(t)
+            self._cur_timeout = t
+        try:
+            data = self._sock.recv(_RECV_CHUNK)
+        except (socket.timeout, TimeoutError, BlockingIOError):
+            raise WebSocketTimeoutException("timed out") from None
+        if not data:
+            raise WebSocketConnectionClosedException("connection closed by the peer")
+        self.bytes_in += len(data)
+        if len(data) <= n:
+            return data
+        self._rbuf = data
+        self._rpos = n
+        return data[:n]
+
+    def recv(self, timeout: float | None = None):
+        """Next event, or None when ``timeout`` seconds pass without one.
+
+        The end of the socket is reported once as :class:`Closed`; later calls return None at once."""
+        pending = self._pending
+        if pending:
+            return pending.popleft()
+        if self._ended:
+            if not self._closed_delivered and self._closed_event is not None:
+                self._closed_delivered = True
+                return self._closed_event
+            return None
+        ws = self._ws
+        if ws is None:
+            raise RuntimeError("LiveConnection not opened: call connect() first")
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        recv_frame = ws.frame_buffer.recv_frame
+        self._reading = True
+        try:
+            while True:
+                try:
+                    frame = recv_frame()
+                except WebSocketTimeoutException:
+                    return None
+                except (WebSocketConnectionClosedException, OSError, ValueError) as exc:
+                    return self._deliver_end(self._lost(exc))
+                except WebSocketException as exc:  # protocol violation: the stream is unusable
+                    return self._deliver_end(Closed(1002, f"protocol error: {exc}", False, time.time()))
+                ts = time.time()
+                op = frame.opcode
+                self.frames += 1
+                if op == OP_TEXT or op == OP_BINARY:
+                    if not frame.fin:
+                        self._frag_op, self._frag = op, [frame.data]
+                        continue
+                    data = frame.data
+                elif op == OP_CONT:
+                    if self._frag is None:
+                        return self._deliver_end(Closed(1002, "protocol error: stray continuation frame",
+                                                        False, ts))
+                    self._frag.append(frame.data)
+                    if not frame.fin:
+                        continue
+                    op, data = self._frag_op, b"".join(self._frag)
+                    self._frag_op = self._frag = None
+                elif op == OP_CLOSE:
+                    code, reason = _parse_close(frame.data)
+                    if self._close_sent is None:
+                        try:
+                            ws.send_close(code if code not in (1005, 1006, 1015) else 1000)
+                        except Exception:
+                            pass
+                    return self._deliver_end(Closed(code, reason, True, ts))
+                elif op == OP_PING:
+                    try:
+                        ws.pong(frame.data)
+                    except Exception:
+                        pass
+                    continue
+                else:  # pong
+                    continue
+                self.last_opcode = op
+                if op == OP_BINARY and data[:2] == _GZIP_MAGIC:
+                    self.gzip_frames += 1
+                ev = decode_frame(data, op, ts)
+                if (type(ev) is InitialDataBatch and ev.has_more and self.auto_next_batch
+                        and ev.last_seq_id is not None):
+                    try:
+                        self.next_batch(ev.subscription_id, ev.last_seq_id)
+                    except (KalamError, ValueError, TypeError):
+                        pass  # the socket is gone (next recv reports Closed) or bad last_seq_id
+                return ev
+        finally:
+            self._reading = False
+
+    def _lost(self, exc) -> Closed:
+        if self._close_sent is not None:
+            return Closed(self._close_sent, "closed by client", True, time.time())
+        return Closed(1006, f"connection lost: {type(exc).__name__}: {exc}", False, time.time())
+
+    def _deliver_end(self, ev: Closed) -> Closed:
+        self._finish(ev)
+        self._closed_delivered = True
+        return ev
+
+    def _finish(self, ev: Closed) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._closed_event = ev
+        self._stop_pinger()
+        ws = self._ws
+        if ws is not None:
+            try:
+                ws.shutdown()
+            except Exception:
+                pass
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Send a close frame and end the socket.  A reader blocked in :meth:`recv` (another
+        greenlet/thread) wakes up with ``Closed(code, "closed by client", True)``; otherwise the
+        next :meth:`recv` returns it."""
+        if self._ended or self._ws is None:
+            self._ended = True
+            return
+        self._stop_pinger()
+        ws = self._ws
+        self._close_sent = code
+        try:
+            ws.send_close(code, reason)
+        except Exception:
+            pass
+        if not self._reading:
+            # Nobody reads: wait briefly for the server's close echo, discarding data frames.
+            self._deadline = time.monotonic() + 1.0
+            try:
+                while True:
+                    frame = ws.frame_buffer.recv_frame()
+                    if frame.opcode == OP_CLOSE:
+                        break
+            except Exception:
+                pass
+            self._finish(Closed(code, "closed by client", True, time.time()))
+            return
+        # A reader is blocked on the socket: wake it (it reports Closed) without reading here.
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

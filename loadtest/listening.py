@@ -1,0 +1,237 @@
+"""One listener's live session: a WebSocket, its subscriptions, and the record of everything that arrives.
+
+The session is owned by the run, not by the Locust user: Locust kills user greenlets when the run
+time is up, but listeners must stay connected through the drain (until every expected change has
+arrived) and until the server's ``changes`` counters have been read. So the reader greenlet is
+spawned here and lives until the run closes the session.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import gevent
+
+from checks.arrivals import ArrivalLog, SubscriptionInfo
+from checks.model import KIND_DELETE, KIND_INSERT, KIND_SNAPSHOT, KIND_UPDATE
+from kalamclient import LiveConnection
+from kalamclient.errors import ConnectError, KalamError
+from kalamclient.events import (AuthError, Change, Closed, InitialDataBatch, MalformedFrame, ServerError,
+                                SubscriptionAck)
+
+log = logging.getLogger(__name__)
+
+KIND_OF_CHANGE = {"insert": KIND_INSERT, "update": KIND_UPDATE, "delete": KIND_DELETE}
+SEQ_EPOCH_MS = 1704067200000  # _seq = (ms since 2024-01-01 UTC) << 22 | ... (protocol §4.3)
+
+
+class SubscriptionState:
+    __slots__ = ("spec", "log", "last_seq", "ready", "failed", "received", "expect_batch")
+
+    def __init__(self, spec, arrival_log):
+        self.spec = spec
+        self.log = arrival_log
+        self.last_seq = None
+        self.ready = False
+        self.failed = None  # error text when the server refused the subscription
+        self.received = 0
+        self.expect_batch = False
+
+
+class ListenerSession:
+    def __init__(self, run, account, specs, *, batch_size: int, on_delivery=None, max_resume_attempts: int = 10):
+        self.run = run
+        self.account = account
+        self.batch_size = batch_size
+        self.on_delivery = on_delivery  # callable(name, latency_ms) → Locust statistics
+        self.max_resume_attempts = max_resume_attempts
+        self.subs: dict[str, SubscriptionState] = {}
+        for spec in specs:
+            info = SubscriptionInfo(listener=account.user, subscription_id=spec.subscription_id, owner=spec.owner,
+                                    group=spec.group, table_kind=spec.table.kind, snapshot=batch_size > 0,
+                                    content_columns=spec.table.content_columns)
+            self.subs[spec.subscription_id] = SubscriptionState(spec, ArrivalLog(info))
+        self.conn: LiveConnection | None = None
+        self.reader: gevent.Greenlet | None = None
+        self.closing = False
+        self.forced = False
+        self.vanished: str | None = None  # why the session lost its subscriptions for good
+        self.disconnects: dict = {}  # close code -> count (unexpected ones)
+        self.forced_reconnects = 0
+        self.resumes = 0
+        self.malformed = 0
+        self.connected_at = None
+        self.names = {(sid, ct): f"{sid} {ct}" for sid in self.subs for ct in ("insert", "update", "delete")}
+
+    # ---- connecting ----------------------------------------------------------------------------------------
+    def _open(self) -> None:
+        token = self.run.token_for(self.account)
+        self.run.auth_bucket.acquire()
+        conn = LiveConnection(self.run.base_url, token, compress=True, auth="header",
+                              ping_interval=self.run.ping_interval, connect_timeout=10.0, auto_next_batch=True)
+        conn.connect()
+        self.conn = conn
+        self.connected_at = time.time()
+
+    def _subscribe_all(self, resume: bool) -> None:
+        for sid, st in self.subs.items():
+            if st.failed:
+                continue
+            st.ready = False
+            if resume:
+                options = {"from": int(st.last_seq or 0)}
+                if self.batch_size > 0:
+                    options["batch_size"] = self.batch_size
+            else:
+                options = {"batch_size": self.batch_size} if self.batch_size > 0 else None
+            st.expect_batch = options is not None
+            st.log.subscribed(time.time())
+            self.conn.subscribe(sid, st.spec.sql, options)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.time() + timeout
+        while not all(st.ready or st.failed for st in self.subs.values()):
+            left = deadline - time.time()
+            if left <= 0:
+                raise TimeoutError(f"listener {self.account.user}: subscriptions not ready after {timeout:.0f}s")
+            ev = self.conn.recv(timeout=min(left, 1.0))
+            if ev is not None and not self._dispatch(ev):
+                raise ConnectionError(f"listener {self.account.user}: connection closed while subscribing ({ev})")
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Connect, subscribe and wait until every subscription is ready; then read in the background."""
+        self._open()
+        self._subscribe_all(resume=False)
+        self._wait_ready(timeout)
+        self.reader = gevent.spawn(self._read_loop)
+
+    # ---- reading -------------------------------------------------------------------------------------------
+    def _dispatch(self, ev) -> bool:
+        """Record one event. Returns False when the connection has ended."""
+        cls = ev.__class__
+        if cls is Change:
+            st = self.subs.get(ev.subscription_id)
+            if st is None:
+                return True
+            kind = KIND_OF_CHANGE.get(ev.change_type)
+            if kind is None:
+                self.malformed += 1
+                return True
+            st.log.record_row(kind, ev.row, ev.old, ev.seq, ev.received_at)
+            st.received += 1
+            if st.last_seq is None or ev.seq > st.last_seq:
+                st.last_seq = ev.seq
+            if self.on_delivery is not None:
+                # Locust's table shows latency from the commit time in _seq (known without the ledger);
+                # the verifier's figures use the ledger and say which start time they count from.
+                self.on_delivery(self.names[(ev.subscription_id, ev.change_type)],
+                                 ev.received_at * 1000.0 - ((ev.seq >> 22) + SEQ_EPOCH_MS))
+            return True
+        if cls is InitialDataBatch:
+            st = self.subs.get(ev.subscription_id)
+            if st is None:
+                return True
+            for row in ev.rows:
+                seq = int(row["_seq"])
+                st.log.record_row(KIND_SNAPSHOT, row, None, seq, ev.received_at)
+                if st.last_seq is None or seq > st.last_seq:
+                    st.last_seq = seq
+            if ev.status == "ready" and not ev.has_more:
+                self._mark_ready(st, ev.received_at)
+            return True
+        if cls is SubscriptionAck:
+            st = self.subs.get(ev.subscription_id)
+            # Without options the ack means ready. With options the ack repeats the first batch's control
+            # and that batch (possibly empty) follows, so readiness comes with the batch.
+            if st is not None and not st.expect_batch and ev.status == "ready":
+                self._mark_ready(st, ev.received_at)
+            return True
+        if cls is ServerError:
+            st = self.subs.get(ev.subscription_id)
+            if st is not None and ev.code not in ("RATE_LIMIT_EXCEEDED",):
+                st.failed = f"{ev.code}: {ev.message}"
+                log.error("listener %s: subscription %s refused: %s", self.account.user, ev.subscription_id, st.failed)
+            else:
+                log.warning("listener %s: server error %s %s", self.account.user, ev.code, ev.message)
+            return True
+        if cls is MalformedFrame:
+            self.malformed += 1
+            if self.malformed <= 5:
+                log.warning("listener %s: malformed frame: %s", self.account.user, ev.reason)
+            return True
+        if cls is Closed:
+            return False
+        if cls is AuthError:
+            log.error("listener %s: auth error: %s", self.account.user, ev.message)
+            return True
+        return True
+
+    def _mark_ready(self, st, t) -> None:
+        if not st.ready:
+            st.ready = True
+            st.log.ready(t)
+
+    def _read_loop(self) -> None:
+        while not self.closing:
+            ev = self.conn.recv(timeout=1.0)
+            if ev is None:
+                continue
+            if self._dispatch(ev):
+                continue
+            # the connection ended
+            if self.closing:
+                return
+            now = time.time()
+            for st in self.subs.values():
+                st.log.disconnected(now)
+            if self.forced:
+                self.forced = False
+            else:
+                self.disconnects[ev.code] = self.disconnects.get(ev.code, 0) + 1
+                log.warning("listener %s: connection closed unexpectedly (code %s %s); resuming",
+                            self.account.user, ev.code, ev.reason)
+            if not self._resume():
+                return
+
+    def _resume(self) -> bool:
+        delay = 0.2
+        for attempt in range(self.max_resume_attempts):
+            if self.closing:
+                return False
+            try:
+                self._open()
+                self._subscribe_all(resume=True)
+                self._wait_ready(30.0)
+                self.resumes += 1
+                return True
+            except (KalamError, ConnectError, TimeoutError, ConnectionError, OSError) as exc:
+                log.warning("listener %s: resume attempt %d failed: %s", self.account.user, attempt + 1, exc)
+                gevent.sleep(delay)
+                delay = min(delay * 2, 3.0)
+        self.vanished = f"could not resume after {self.max_resume_attempts} attempts"
+        log.error("listener %s: %s", self.account.user, self.vanished)
+        return False
+
+    # ---- control -------------------------------------------------------------------------------------------
+    def force_reconnect(self) -> None:
+        """Drop the connection on purpose; the reader resumes from the last _seq seen (scenario L9)."""
+        if self.conn is None or self.closing:
+            return
+        self.forced = True
+        self.forced_reconnects += 1
+        self.conn.close()
+
+    def received_total(self) -> int:
+        """Change messages received so far (the drain watches this number settle)."""
+        return sum(st.received for st in self.subs.values())
+
+    def close(self) -> None:
+        self.closing = True
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:  # closing is best effort; the record is already kept
+                pass
+        if self.reader is not None:
+            self.reader.join(timeout=3.0)
+            self.reader.kill(block=False)

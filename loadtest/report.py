@@ -1,0 +1,67 @@
+"""The verdict report: one line per scenario on the console, and a JSON file (docs/report-schema.md)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "kalamdb-loadtest/verdict/v1"
+FAILING = ("fail", "inconclusive")
+
+
+def overall(scenarios: dict) -> tuple[str, int]:
+    """The run's verdict and exit code: any fail → fail; else any inconclusive → inconclusive."""
+    verdicts = [s["verdict"] for s in scenarios.values()]
+    if not verdicts:
+        return "inconclusive", 1
+    if "fail" in verdicts:
+        return "fail", 1
+    if "inconclusive" in verdicts:
+        return "inconclusive", 1
+    return "pass", 0
+
+
+def build(run_info: dict, scenarios: dict, figures: dict, subscriptions: list, notes: list) -> dict:
+    verdict, code = overall(scenarios)
+    counts: dict = {}
+    for s in scenarios.values():
+        counts[s["verdict"]] = counts.get(s["verdict"], 0) + 1
+    return {
+        "schema": SCHEMA,
+        "summary": {"verdict": verdict, "exit_code": code, "counts": counts},
+        "run": run_info,
+        "scenarios": scenarios,
+        "figures": figures,
+        "subscriptions": subscriptions,
+        "notes": notes,
+        "exit_code": code,
+    }
+
+
+def console_lines(report: dict) -> list[str]:
+    lines = [f"KalamDB live-query verification — run {report['run'].get('run_id', '?')} "
+             f"({report['run'].get('workload', '?')} workload)"]
+    for sid, s in report["scenarios"].items():
+        thr = s.get("threshold")
+        thr_text = f"  [threshold {thr}]" if thr not in (None, "") else ""
+        lines.append(f"  {sid:<7} {s['verdict'].upper():<13} {s.get('title', '')}: {s.get('figure', '')}{thr_text}")
+    for note in report.get("notes", []):
+        lines.append(f"  note: {note}")
+    s = report["summary"]
+    lines.append(f"  OVERALL {s['verdict'].upper()} (exit code {s['exit_code']})")
+    return lines
+
+
+def emit(report: dict, path: str | None) -> None:
+    text = "\n".join(console_lines(report))
+    print(text, file=sys.stderr, flush=True)
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(report, f, indent=2, default=str)
+        os.replace(tmp, path)
+        log.info("verdict report written to %s", path)

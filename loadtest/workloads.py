@@ -1,0 +1,249 @@
+"""The two ready-made workloads: what tables exist, what a write looks like, what a listener subscribes to.
+
+Every workload table follows the row convention of docs/architecture.md: ``id = "{writer}:{k}"``,
+``writer``, ``n`` (the writer's sequence number of the write that made this version), plus content
+columns. The verifier identifies every arrival from ``writer`` and ``n`` alone.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from checks.model import OP_DELETE, OP_INSERT, OP_UPDATE
+
+SHARED = "shared"
+AGENT_CHAT = "agent-chat"
+BOTH = "both"
+WORKLOAD_CHOICES = (SHARED, AGENT_CHAT, BOTH)
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One write as it goes on the wire, plus what the ledger needs to know about it."""
+
+    sql: str
+    params: list
+    op: int  # checks.model.OP_*
+    pk: str
+    values: dict  # full row content after the write
+    owner: str = ""
+    group: str = ""
+    name: str = ""  # Locust request name
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    key: str  # "events" / "messages": which of the workload's tables
+    kind: str  # "shared" | "user"
+    ddl: str
+    content_columns: tuple
+
+
+def events_table(ns: str) -> TableSpec:
+    return TableSpec(
+        key="events",
+        kind="shared",
+        ddl=(
+            f"CREATE SHARED TABLE IF NOT EXISTS {ns}.events ("
+            "id TEXT PRIMARY KEY, writer TEXT NOT NULL, n BIGINT NOT NULL, payload TEXT NOT NULL"
+            ") WITH (ACCESS_LEVEL = 'PUBLIC')"
+        ),
+        content_columns=("writer", "n", "payload"),
+    )
+
+
+def messages_table(ns: str) -> TableSpec:
+    return TableSpec(
+        key="messages",
+        kind="user",
+        ddl=(
+            f"CREATE USER TABLE IF NOT EXISTS {ns}.messages ("
+            "id TEXT PRIMARY KEY, conversation TEXT NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL, "
+            "writer TEXT NOT NULL, n BIGINT NOT NULL, created_at TIMESTAMP DEFAULT NOW())"
+        ),
+        content_columns=("conversation", "role", "content", "writer", "n"),
+    )
+
+
+def conversation_of(human: str) -> str:
+    return f"conv_{human}"
+
+
+def tables_for(workload: str, ns: str) -> list[TableSpec]:
+    if workload == SHARED:
+        return [events_table(ns)]
+    if workload == AGENT_CHAT:
+        return [messages_table(ns)]
+    return [events_table(ns), messages_table(ns)]
+
+
+@dataclass(frozen=True)
+class SubscriptionSpec:
+    table: TableSpec
+    subscription_id: str
+    sql: str
+    owner: str  # "" for a shared table
+    group: str  # "" = no filter
+
+
+def subscriptions_for(workload: str, ns: str, listener: str) -> list[SubscriptionSpec]:
+    subs = []
+    if workload in (SHARED, BOTH):
+        t = events_table(ns)
+        subs.append(SubscriptionSpec(t, "events", f"SELECT * FROM {ns}.events", "", ""))
+    if workload in (AGENT_CHAT, BOTH):
+        t = messages_table(ns)
+        conv = conversation_of(listener)
+        subs.append(
+            SubscriptionSpec(t, "chat", f"SELECT * FROM {ns}.messages WHERE conversation = '{conv}'", listener, conv)
+        )
+    return subs
+
+
+@dataclass
+class OpMix:
+    insert: float = 0.6
+    update: float = 0.3
+    delete: float = 0.1
+
+    @classmethod
+    def parse(cls, text: str) -> "OpMix":
+        """'insert=60,update=30,delete=10' (weights, any scale)."""
+        weights = {"insert": 0.0, "update": 0.0, "delete": 0.0}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, _, value = part.partition("=")
+            name = name.strip().lower()
+            if name not in weights:
+                raise ValueError(f"unknown operation {name!r} in op mix {text!r} (use insert/update/delete)")
+            weights[name] = float(value)
+        if weights["insert"] <= 0:
+            raise ValueError(f"op mix {text!r} must give inserts a positive weight")
+        total = sum(weights.values())
+        return cls(**{k: v / total for k, v in weights.items()})
+
+
+class WriteGenerator:
+    """Chooses the next write of one writer. Pure: no I/O, so it is easy to test and to reason about.
+
+    ``next_write(n)`` proposes a write without changing any state; ``confirm(stmt, committed)`` applies
+    it once the server has answered. A write whose outcome is unknown is forgotten (its row is never
+    touched again), so that no later write depends on a state nobody knows.
+    """
+
+    TOKENS = ("Sure", ",", " here", " is", " the", " answer", ":", " forty", "-two", ".")
+
+    def __init__(self, workload: str, ns: str, writer: str, humans: list[str], mix: OpMix,
+                 stream_tokens: int = 5, payload_bytes: int = 64, rng: random.Random | None = None):
+        self.workload, self.ns, self.writer = workload, ns, writer
+        self.humans = humans
+        self.mix = mix
+        self.stream_tokens = stream_tokens
+        self.payload_bytes = payload_bytes
+        self.rng = rng or random.Random(writer)
+        self.live: dict[str, dict] = {"events": {}, "messages": {}}  # table -> {pk: (owner, values)}
+        self.streaming: tuple | None = None  # (pk, tokens_left)
+        self._turn = 0
+
+    def _table(self) -> str:
+        if self.workload == SHARED or not self.humans:
+            return "events"
+        if self.workload == AGENT_CHAT:
+            return "messages"
+        self._turn += 1
+        return "events" if self._turn % 2 else "messages"
+
+    def _op(self, live: dict) -> str:
+        if not live:
+            return "insert"
+        r = self.rng.random()
+        if r < self.mix.insert:
+            return "insert"
+        if r < self.mix.insert + self.mix.update or self.mix.delete <= 0:
+            return "update"
+        return "delete"
+
+    def next_write(self, n: int) -> Statement:
+        if self.streaming is not None and self.streaming[0] in self.live["messages"]:
+            return self._stream_token(n)
+        self.streaming = None
+        table = self._table()
+        live = self.live[table]
+        op = self._op(live)
+        if table == "events":
+            return self._events_write(op, n, live)
+        return self._chat_write(op, n, live)
+
+    def confirm(self, stmt: Statement, committed: bool | None) -> None:
+        """committed: True (acknowledged), False (rejected: nothing happened), None (unknown)."""
+        table = "events" if stmt.name.startswith("events") else "messages"
+        live = self.live[table]
+        if committed is None:
+            live.pop(stmt.pk, None)
+            if self.streaming and self.streaming[0] == stmt.pk:
+                self.streaming = None
+            return
+        if not committed:
+            return
+        if stmt.op == OP_DELETE:
+            live.pop(stmt.pk, None)
+            return
+        live[stmt.pk] = (stmt.owner, stmt.values)
+        if stmt.name == "chat STREAM":
+            pk, left = self.streaming
+            self.streaming = (pk, left - 1) if left > 1 else None
+        elif stmt.op == OP_INSERT and stmt.values.get("role") == "assistant" and self.stream_tokens > 0:
+            self.streaming = (stmt.pk, self.stream_tokens)
+
+    def _payload(self, n: int) -> str:
+        base = f"{self.writer}#{n}:"
+        return base + "x" * max(0, self.payload_bytes - len(base))
+
+    def _events_write(self, op: str, n: int, live: dict) -> Statement:
+        ns = self.ns
+        if op == "insert":
+            pk = f"{self.writer}:{n}"
+            values = {"writer": self.writer, "n": n, "payload": self._payload(n)}
+            return Statement(f"INSERT INTO {ns}.events (id, writer, n, payload) VALUES ($1, $2, $3, $4)",
+                             [pk, self.writer, n, values["payload"]], OP_INSERT, pk, values, name="events INSERT")
+        pk = self.rng.choice(list(live))
+        _, old = live[pk]
+        if op == "update":
+            values = dict(old, n=n, payload=self._payload(n))
+            return Statement(f"UPDATE {ns}.events SET n = $1, payload = $2 WHERE id = $3",
+                             [n, values["payload"], pk], OP_UPDATE, pk, values, name="events UPDATE")
+        return Statement(f"DELETE FROM {ns}.events WHERE id = $1", [pk], OP_DELETE, pk, old, name="events DELETE")
+
+    def _chat_write(self, op: str, n: int, live: dict) -> Statement:
+        ns = self.ns
+        if op == "insert":
+            human = self.rng.choice(self.humans)
+            pk = f"{self.writer}:{n}"
+            streamed = self.stream_tokens > 0 and self.rng.random() < 0.5
+            role = "assistant" if streamed else "user"
+            content = self.TOKENS[0] if streamed else f"question {n} for {human}"
+            values = {"conversation": conversation_of(human), "role": role, "content": content,
+                      "writer": self.writer, "n": n}
+            return Statement(
+                f"EXECUTE AS USER '{human}' (INSERT INTO {ns}.messages (id, conversation, role, content, writer, n) "
+                "VALUES ($1, $2, $3, $4, $5, $6))",
+                [pk, values["conversation"], role, content, self.writer, n], OP_INSERT, pk, values,
+                owner=human, group=values["conversation"], name="chat INSERT")
+        pk = self.rng.choice(list(live))
+        human, old = live[pk]
+        if op == "update":
+            values = dict(old, n=n, content=old["content"] + " (edited)")
+            return self._chat_update(pk, human, values, n, "chat UPDATE")
+        return Statement(f"EXECUTE AS USER '{human}' (DELETE FROM {ns}.messages WHERE id = $1)", [pk], OP_DELETE,
+                         pk, old, owner=human, group=old["conversation"], name="chat DELETE")
+
+    def _chat_update(self, pk: str, human: str, values: dict, n: int, name: str) -> Statement:
+        return Statement(
+            f"EXECUTE AS USER '{human}' (UPDATE {self.ns}.messages SET content = $1, n = $2 WHERE id = $3)",
+            [values["content"], n, pk], OP_UPDATE, pk, values, owner=human, group=values["conversation"], name=name)
+
+    def _stream_token(self, n: int) -> Statement:
+        pk, left = self.streaming
+        human, old = self.live["messages"][pk]
+        token = self.TOKENS[(self.stream_tokens - left + 1) % len(self.TOKENS)]
+        values = dict(old, n=n, content=old["content"] + token)
+        return self._chat_update(pk, human, values, n, "chat STREAM")

@@ -1,0 +1,604 @@
+"""Live queries: connections, subscriptions, snapshot/live boundary, change fan-out, faults (§5)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+import zlib
+from collections import deque
+
+import orjson
+from aiohttp import WSMsgType
+
+from .auth import TokenBucket
+from .types import encode
+
+log = logging.getLogger("standin.live")
+
+CHANGE, CTRL, CLOSE = 0, 1, 2
+QUEUE_CAP = 128
+MAX_BUFFERED = 1024
+MAX_SUBS_PER_CONN = 100
+DEFAULT_BATCH = 1000
+REORDER_FLUSH_S = 0.2
+
+_PREFIX = b'{"type":"change","subscription_id":"'
+_NEEDS_ENC = ("int64", "bool", "bytes")
+
+
+def esc_id(s: str) -> bytes:
+    return s.replace("\\", "\\\\").replace('"', '\\"').encode()
+
+
+def dumps(obj) -> bytes:
+    return orjson.dumps(obj)
+
+
+class FilterUnsupported(Exception):
+    pass
+
+
+# ------------------------------------------------------------------------------------ live filter
+def compile_filter(where, colcats: dict, current_user: str):
+    """sqlglot WHERE -> predicate(row) using only = != <> < > <= >= AND OR NOT LIKE ILIKE () col literal.
+
+    Anything else compiles to a predicate that raises, so the change is silently skipped (§5.4)."""
+    from sqlglot import exp
+
+    from .sqlexec import func_name, literal_value
+
+    def operand(e):
+        if isinstance(e, exp.Paren):
+            return operand(e.this)
+        if isinstance(e, exp.Column) and not e.table or isinstance(e, exp.Column):
+            ident = e.this
+            name = ident.this if getattr(ident, "quoted", False) else str(ident.this).lower()
+            return ("col", name)
+        if func_name(e) == "CURRENT_USER":
+            return ("lit", current_user)
+        try:
+            return ("lit", literal_value(e))
+        except ValueError:
+            return None
+
+    def getter(op, other):
+        kind, v = op
+        if kind == "col":
+            return lambda r, n=v: r.get(n)
+        # coerce literal to the other side's column type
+        if other and other[0] == "col":
+            cat = colcats.get(other[1])
+            if cat in ("int64", "int", "ts", "date") and isinstance(v, str):
+                try:
+                    v = int(v)
+                except ValueError:
+                    pass
+            elif cat == "float" and isinstance(v, str):
+                try:
+                    v = float(v)
+                except ValueError:
+                    pass
+            elif cat == "bool" and isinstance(v, int):
+                v = bool(v)
+            elif cat == "text" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                v = str(v)
+        return lambda r, v=v: v
+
+    def bad(r):
+        raise FilterUnsupported()
+
+    cmp_ops = {
+        exp.EQ: lambda a, b: a == b, exp.NEQ: lambda a, b: a != b, exp.LT: lambda a, b: a < b,
+        exp.GT: lambda a, b: a > b, exp.LTE: lambda a, b: a <= b, exp.GTE: lambda a, b: a >= b,
+    }
+
+    def like_re(pat: str, ci: bool):
+        rx = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pat)
+        return re.compile("^" + rx + "$", re.S | (re.I if ci else 0))
+
+    def comp(e):
+        if isinstance(e, exp.Paren):
+            return comp(e.this)
+        if isinstance(e, exp.And):
+            a, b = comp(e.this), comp(e.expression)
+            return lambda r: a(r) and b(r)
+        if isinstance(e, exp.Or):
+            a, b = comp(e.this), comp(e.expression)
+            return lambda r: a(r) or b(r)
+        if isinstance(e, exp.Not):
+            a = comp(e.this)
+            return lambda r: not a(r)
+        for cls, fn in cmp_ops.items():
+            if type(e) is cls:
+                lo, ro = operand(e.this), operand(e.expression)
+                if lo is None or ro is None:
+                    return bad
+                lg, rg = getter(lo, ro), getter(ro, lo)
+
+                def f(r, lg=lg, rg=rg, fn=fn):
+                    a, b = lg(r), rg(r)
+                    if a is None or b is None:
+                        return False
+                    try:
+                        return fn(a, b)
+                    except TypeError:
+                        raise FilterUnsupported() from None
+                return f
+        if isinstance(e, (exp.Like, exp.ILike)):
+            lo, ro = operand(e.this), operand(e.expression)
+            if lo is None or ro is None or ro[0] != "lit" or not isinstance(ro[1], str):
+                return bad
+            rx = like_re(ro[1], isinstance(e, exp.ILike))
+            lg = getter(lo, None)
+
+            def f(r, lg=lg, rx=rx):
+                a = lg(r)
+                if a is None:
+                    return False
+                return rx.match(str(a)) is not None
+            return f
+        if isinstance(e, exp.Boolean):
+            return lambda r, v=bool(e.this): v
+        return bad
+
+    return comp(where)
+
+
+# ------------------------------------------------------------------------------------ change
+class Change:
+    __slots__ = ("t", "kind", "new", "old", "owner", "changed", "seq", "cache")
+
+    def __init__(self, t, kind, new, old, owner, changed, seq):
+        self.t, self.kind, self.new, self.old, self.owner, self.changed, self.seq = t, kind, new, old, owner, changed, seq
+        self.cache = {}
+
+    def filter_row(self):
+        return self.new if self.new is not None else self.old
+
+    def payload(self, proj):
+        """dict form of the change (without type/subscription_id)."""
+        t = self.t
+        cols = t.columns
+        if proj is not None:
+            pset = set(proj)
+        kind = self.kind
+        if kind == "insert":
+            r = self.new
+            d = {}
+            if proj is None:
+                for c in cols:
+                    v = r[c.name]
+                    d[c.name] = encode(c.cat, v) if c.cat in _NEEDS_ENC else v
+                d["_seq"] = str(r["_seq"])
+                if t.kind != "STREAM":
+                    d["_deleted"] = False
+            else:
+                for name in proj:
+                    c = t.colmap.get(name)
+                    if c is not None:
+                        d[name] = encode(c.cat, r.get(name))
+                d["_seq"] = str(r["_seq"])
+            return {"change_type": "insert", "rows": [d]}
+        if kind == "update":
+            new, old = self.new, self.old
+            pk = t.pk
+            rd = {"_seq": str(new["_seq"])}
+            od = {"_seq": str(old["_seq"])}
+            if pk is not None:
+                rd[pk.name] = encode(pk.cat, new[pk.name])
+                od[pk.name] = encode(pk.cat, old[pk.name])
+            for c in cols:
+                if c is pk or (proj is not None and c.name not in pset):
+                    continue
+                v = new.get(c.name)
+                if v is not None:
+                    rd[c.name] = encode(c.cat, v)
+            for name in self.changed or ():
+                if proj is not None and name not in pset:
+                    continue
+                c = t.colmap[name]
+                od[name] = encode(c.cat, old.get(name))
+            return {"change_type": "update", "rows": [rd], "old_values": [od]}
+        # delete
+        if t.kind == "STREAM":
+            return {"change_type": "delete", "old_values": [{"row_id": f"{self.owner}:{self.old['_seq']}"}]}
+        r = self.new
+        d = {}
+        for c in cols:
+            if proj is not None and c.name not in pset:
+                continue
+            d[c.name] = encode(c.cat, r.get(c.name))
+        d["_seq"] = str(r["_seq"])
+        d["_deleted"] = True
+        return {"change_type": "delete", "old_values": [d]}
+
+    def suffix(self, proj, proj_key):
+        s = self.cache.get(proj_key)
+        if s is None:
+            body = dumps(self.payload(proj))  # {"change_type":...}
+            s = b'",' + body[1:]
+            self.cache[proj_key] = s
+        return s
+
+    def message(self, sub) -> bytes:
+        return _PREFIX + sub.id_esc + self.suffix(sub.proj, sub.proj_key)
+
+    def corrupted_message(self, sub, rng) -> bytes:
+        p = self.payload(sub.proj)
+        row = (p.get("rows") or p.get("old_values"))[0]
+        pk = self.t.pk.name if self.t.pk else None
+        cands = [k for k in row if k not in ("_seq", "_deleted", "row_id", pk, "writer", "n")]
+        if not cands:
+            cands = [k for k in row if k not in ("_seq", "_deleted", "row_id", pk)]
+        if cands:
+            k = cands[rng.randrange(len(cands))]
+            v = row[k]
+            if isinstance(v, bool):
+                row[k] = not v
+            elif isinstance(v, (int, float)):
+                row[k] = v + 1
+            elif isinstance(v, str):
+                if v.lstrip("-").isdigit():
+                    row[k] = str(int(v) + 1)
+                else:
+                    row[k] = v + "#corrupt"
+            else:
+                row[k] = "#corrupt"
+        return _PREFIX + sub.id_esc + b'",' + dumps(p)[1:]
+
+
+# ------------------------------------------------------------------------------------ connection
+class Conn:
+    def __init__(self, manager: "LiveManager", ws, compress: bool, ip: str):
+        self.m = manager
+        self.id = uuid.uuid4().hex
+        self.ws = ws
+        self.compress = compress
+        self.ip = ip
+        self.out: deque = deque()
+        self.change_count = 0
+        self.wake = asyncio.Event()
+        self.subs: dict[str, Sub] = {}
+        self.user_id: str | None = None
+        self.role: str | None = None
+        self.authenticated = False
+        self.auth_received = False
+        self.connected_at = time.monotonic()
+        self.last_inbound = self.connected_at
+        self.last_ping_wall = time.time()
+        self.closing = False
+        self.sent_changes = 0
+        self.bucket = TokenBucket(manager.settings.max_messages_per_sec)
+        self.protocol = {"serialization": "json", "compression": "gzip"}
+
+    def send_ctrl(self, obj):
+        if self.closing:
+            return
+        self.out.append((CTRL, obj if isinstance(obj, bytes) else dumps(obj)))
+        self.wake.set()
+
+    def close(self, code: int, reason: str):
+        if self.closing:
+            return
+        self.out.append((CLOSE, (code, reason)))
+        self.closing = True
+        self.wake.set()
+
+    async def writer(self):
+        ws, out, m = self.ws, self.out, self.m
+        send = ws.send_frame
+        TEXT, BINARY = WSMsgType.TEXT, WSMsgType.BINARY
+        try:
+            while True:
+                if not out:
+                    self.wake.clear()
+                    await self.wake.wait()
+                    continue
+                kind, data = out.popleft()
+                if kind == CLOSE:
+                    await ws.close(code=data[0], message=data[1].encode())
+                    return
+                if kind == CHANGE:
+                    self.change_count -= 1
+                if self.compress and len(data) >= 512:
+                    z = zlib.compress(data, 1, 31)
+                    if len(z) < len(data):
+                        await send(z, BINARY)
+                    else:
+                        await send(data, TEXT)
+                else:
+                    await send(data, TEXT)
+                if kind == CHANGE:
+                    m.sent_changes += 1
+                    self.sent_changes += 1
+                    de = m.faults.disconnect_every
+                    if de and self.sent_changes % de == 0:
+                        self.closing = True
+                        await ws.close(code=1011, message=b"standin fault: disconnect_every")
+                        return
+        except (ConnectionError, RuntimeError, asyncio.CancelledError):
+            pass
+        except Exception:  # pragma: no cover
+            log.exception("writer failed")
+        finally:
+            self.closing = True
+
+
+class Sub:
+    __slots__ = ("conn", "id", "id_esc", "user_id", "table", "sql", "options", "options_json", "proj", "proj_key",
+                 "filter", "created_at", "last_update", "changes", "loading", "boundary", "buffer", "from_",
+                 "batch_size", "batch_num", "reorder_buf", "reorder_timer", "delay_q", "delay_timer", "live_id",
+                 "active", "owner", "snap_where", "key", "killed")
+
+    def __init__(self, conn, sid, table, sql, options, proj, flt, owner, snap_where):
+        self.conn = conn
+        self.id = sid
+        self.id_esc = esc_id(sid)
+        self.user_id = conn.user_id
+        self.table = table
+        self.sql = sql
+        self.options = options
+        self.options_json = None
+        if options is not None:
+            o = {}
+            for k in ("batch_size", "last_rows", "from"):
+                if options.get(k) is not None:
+                    o[k] = options[k]
+            self.options_json = dumps(o).decode()
+        self.proj = proj
+        self.proj_key = None if proj is None else tuple(proj)
+        self.filter = flt
+        self.created_at = time.time()
+        self.last_update = self.created_at
+        self.changes = 0
+        self.loading = False
+        self.boundary = 0
+        self.buffer = None
+        self.from_ = None
+        self.batch_size = DEFAULT_BATCH
+        self.batch_num = 0
+        self.reorder_buf = []
+        self.reorder_timer = None
+        self.delay_q = deque()
+        self.delay_timer = None
+        self.live_id = f"{conn.user_id}-{conn.id}-{sid}"
+        self.active = True
+        self.owner = owner
+        self.snap_where = snap_where
+        self.key = (table.ns, table.name, owner)
+        self.killed = False
+
+    def live_row(self, skew: int, node_id: int = 1):
+        t = self.table
+        return (self.live_id, self.conn.id, self.id, t.ns, t.name, self.user_id, self.sql, self.options_json,
+                "active", int(self.created_at * 1e6), int(self.last_update * 1e6), self.changes + skew, node_id,
+                int(self.conn.last_ping_wall * 1e6))
+
+
+# ------------------------------------------------------------------------------------ manager
+class LiveManager:
+    def __init__(self, settings, faults, store):
+        self.settings = settings
+        self.faults = faults
+        self.store = store
+        self.conns: dict[str, Conn] = {}
+        self.index: dict[tuple, dict] = {}
+        self.user_counts: dict[str, int] = {}
+        self.zombies: list[Sub] = []
+        self.queue_drops = 0
+        self.fault_drops = 0
+        self.sent_changes = 0
+        self.peak_conns = 0
+        self.peak_subs = 0
+        self.loop = None
+
+    # ----------------------------------------------------------- registry
+    def add_conn(self, c: Conn):
+        self.conns[c.id] = c
+        self.peak_conns = max(self.peak_conns, len(self.conns))
+
+    def remove_conn(self, c: Conn):
+        self.conns.pop(c.id, None)
+        c.closing = True
+        for sub in list(c.subs.values()):
+            self._unindex(sub)
+            if c.user_id is not None:
+                self.user_counts[c.user_id] = max(0, self.user_counts.get(c.user_id, 0) - 1)
+        c.subs.clear()
+        c.out.clear()
+        c.change_count = 0
+
+    def active_subs(self):
+        n = sum(len(c.subs) for c in self.conns.values())
+        return n
+
+    def _index(self, sub: Sub):
+        self.index.setdefault(sub.key, {})[(sub.conn.id, sub.id)] = sub
+        self.peak_subs = max(self.peak_subs, self.active_subs())
+
+    def _unindex(self, sub: Sub):
+        d = self.index.get(sub.key)
+        if d is not None:
+            d.pop((sub.conn.id, sub.id), None)
+            if not d:
+                self.index.pop(sub.key, None)
+        sub.active = False
+        if sub.reorder_timer is not None:
+            sub.reorder_timer.cancel()
+            sub.reorder_timer = None
+        if sub.delay_timer is not None:
+            sub.delay_timer.cancel()
+            sub.delay_timer = None
+        if self.faults.zombies:
+            self.zombies.append(sub)
+
+    def remove_sub(self, conn: Conn, sid: str):
+        sub = conn.subs.pop(sid, None)
+        if sub is not None:
+            self._unindex(sub)
+        return sub
+
+    def kill(self, live_id: str) -> bool:
+        for c in self.conns.values():
+            for sub in c.subs.values():
+                if sub.live_id == live_id:
+                    self.remove_sub(c, sub.id)  # no message, per-user counter untouched
+                    return True
+        return False
+
+    def drop_table(self, t):
+        for key in [k for k in self.index if k[0] == t.ns and k[1] == t.name]:
+            for sub in list(self.index[key].values()):
+                sub.conn.subs.pop(sub.id, None)
+                self._unindex(sub)
+
+    def live_rows(self):
+        skew = self.faults.counter_skew
+        rows = [s.live_row(skew) for c in self.conns.values() for s in c.subs.values()]
+        if self.faults.zombies:
+            rows.extend(s.live_row(skew) for s in self.zombies)
+        else:
+            self.zombies.clear()
+        return rows
+
+    # ----------------------------------------------------------- notifications
+    def notify(self, t, kind, new, old, owner, changed=None):
+        f = self.faults
+        if f.leak_bytes:
+            f.note_change()
+        subs = self.index.get((t.ns, t.name, owner))
+        if not subs:
+            return
+        seq = new["_seq"] if new is not None else old["_seq"]
+        ch = Change(t, kind, new, old, owner, changed, seq)
+        row = new if new is not None else old
+        slow = f.delivery_active
+        for sub in tuple(subs.values()):
+            flt = sub.filter
+            if flt is not None:
+                try:
+                    if not flt(row):
+                        continue
+                except Exception:
+                    continue  # unsupported construct: change silently skipped
+            if sub.loading:
+                if seq > sub.boundary:
+                    sub.buffer.append(ch)
+                continue
+            if slow:
+                self.deliver_faulty(sub, ch)
+            else:
+                self.enqueue(sub, _PREFIX + sub.id_esc + ch.suffix(sub.proj, sub.proj_key))
+
+    def enqueue(self, sub: Sub, msg: bytes):
+        conn = sub.conn
+        if conn.closing or not sub.active:
+            return
+        if conn.change_count >= QUEUE_CAP:
+            self.queue_drops += 1
+            return
+        conn.out.append((CHANGE, msg))
+        conn.change_count += 1
+        sub.changes += 1
+        sub.last_update = time.time()
+        conn.wake.set()
+
+    def deliver_faulty(self, sub: Sub, ch: Change):
+        f = self.faults
+        if f.stall_sub is not None and sub.id == f.stall_sub:
+            if sub.conn.change_count < QUEUE_CAP:
+                sub.changes += 1  # counted as enqueued, never delivered
+                sub.last_update = time.time()
+            return
+        tgt = f.targets(sub.user_id, sub.id)
+        typed = f.type_ok(ch.kind)
+        rng = f.rng
+        if f.drop and tgt and typed and rng.random() < f.drop:
+            self.fault_drops += 1
+            return
+        if f.corrupt and tgt and typed and rng.random() < f.corrupt:
+            msg = ch.corrupted_message(sub, rng)
+        else:
+            msg = ch.message(sub)
+        copies = 2 if (f.duplicate and tgt and typed and rng.random() < f.duplicate) else 1
+        for _ in range(copies):
+            if (f.delay_ms or f.jitter_ms) and tgt:
+                d = f.delay_ms + (rng.uniform(0, f.jitter_ms) if f.jitter_ms else 0.0)
+                at = time.monotonic() + d / 1000.0
+                if sub.delay_q and sub.delay_q[-1][0] > at:
+                    at = sub.delay_q[-1][0]  # order kept
+                sub.delay_q.append((at, msg))
+                if sub.delay_timer is None:
+                    self._arm_delay(sub)
+            else:
+                self._stage2(sub, msg)
+
+    def _arm_delay(self, sub: Sub):
+        at = sub.delay_q[0][0]
+        sub.delay_timer = self.loop.call_later(max(0.0, at - time.monotonic()), self._release_delay, sub)
+
+    def _release_delay(self, sub: Sub):
+        sub.delay_timer = None
+        now = time.monotonic()
+        q = sub.delay_q
+        while q and q[0][0] <= now + 0.0005:
+            self._stage2(sub, q.popleft()[1])
+        if q and sub.active:
+            self._arm_delay(sub)
+
+    def _stage2(self, sub: Sub, msg: bytes):
+        if not sub.active:
+            return
+        n = self.faults.reorder
+        if n > 1 or sub.reorder_buf:
+            sub.reorder_buf.append(msg)
+            if len(sub.reorder_buf) >= max(n, 1):
+                self._release_reorder(sub)
+            elif sub.reorder_timer is None:
+                sub.reorder_timer = self.loop.call_later(REORDER_FLUSH_S, self._release_reorder, sub)
+            return
+        self.enqueue(sub, msg)
+
+    def _release_reorder(self, sub: Sub):
+        if sub.reorder_timer is not None:
+            sub.reorder_timer.cancel()
+            sub.reorder_timer = None
+        buf = sub.reorder_buf
+        sub.reorder_buf = []
+        self.faults.rng.shuffle(buf)
+        for msg in buf:
+            self.enqueue(sub, msg)
+
+    def deliver(self, sub: Sub, ch: Change):
+        if self.faults.delivery_active:
+            self.deliver_faulty(sub, ch)
+        else:
+            self.enqueue(sub, ch.message(sub))
+
+    def finish_loading(self, sub: Sub):
+        sub.loading = False
+        buf = sorted(sub.buffer or (), key=lambda c: c.seq)
+        sub.buffer = None
+        for ch in buf:
+            if ch.seq > sub.boundary:
+                self.deliver(sub, ch)
+
+    # ----------------------------------------------------------- heartbeat
+    async def heartbeat_loop(self):
+        s = self.settings
+        while True:
+            await asyncio.sleep(s.heartbeat_interval_secs)
+            now = time.monotonic()
+            for c in list(self.conns.values()):
+                if c.closing:
+                    continue
+                if not c.authenticated and not c.auth_received:
+                    if now - c.connected_at > s.auth_timeout_secs:
+                        c.send_ctrl({"type": "auth_error",
+                                     "message": "Authentication timeout - no auth message received within 3 seconds"})
+                        c.close(1008, "Authentication timeout")
+                    continue
+                if now - c.last_inbound > s.client_timeout_secs:
+                    c.close(1000, "Heartbeat timeout")

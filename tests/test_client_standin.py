@@ -1,0 +1,503 @@
+"""Conformance: kalamclient against the stand-in server (a real process on 127.0.0.1).
+
+Fixtures from tests/conftest.py: ``standin`` (session-scoped server, root password
+TEST_ROOT_PASSWORD, raised limits) and ``standin_factory(**kwargs)`` (fresh servers).
+Each test uses its own namespace / users so that tests sharing the session server never collide."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from kalamclient import KalamHttp, LiveConnection
+from kalamclient.errors import (AuthFailed, ConnectError, HttpError, RateLimited, SqlError, WsAuthError)
+from kalamclient.events import (AuthSuccess, Change, Closed, InitialDataBatch, MalformedFrame, ServerError,
+                                SubscriptionAck)
+from kalamclient.ws import OP_BINARY, OP_TEXT
+
+standin_testing = pytest.importorskip("standin.testing")
+TEST_ROOT_PASSWORD = standin_testing.TEST_ROOT_PASSWORD
+
+pytestmark = pytest.mark.timeout(60)
+
+USER_PASSWORD = "UserPass123!x"
+
+
+# ---------------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------------
+
+def uid(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def root(server) -> KalamHttp:
+    http = KalamHttp(server.url, timeout=10)
+    http.login("root", TEST_ROOT_PASSWORD)
+    return http
+
+
+def make_user(admin: KalamHttp, server, role: str = "user") -> tuple[str, KalamHttp]:
+    name = uid("u")
+    admin.sql(f"CREATE USER {name} WITH PASSWORD '{USER_PASSWORD}' ROLE {role}")
+    http = KalamHttp(server.url, timeout=10)
+    http.login(name, USER_PASSWORD)
+    return name, http
+
+
+def shared_table(admin: KalamHttp, extra_cols: str = "") -> str:
+    ns = uid("kc")
+    admin.sql(f"CREATE NAMESPACE IF NOT EXISTS {ns}")
+    cols = "id TEXT PRIMARY KEY, writer TEXT NOT NULL, n BIGINT NOT NULL, payload TEXT" + extra_cols
+    admin.sql(f"CREATE SHARED TABLE {ns}.events ({cols}) WITH (ACCESS_LEVEL = 'PUBLIC')")
+    return f"{ns}.events"
+
+
+def insert(http: KalamHttp, table: str, key: str, n: int, payload: str | None = "p", writer: str = "w1"):
+    res = http.sql(f"INSERT INTO {table} (id, writer, n, payload) VALUES ($1, $2, $3, $4)",
+                   [key, writer, n, payload])
+    assert res[-1].row_count == 1
+
+
+def live(server, token, **kw) -> LiveConnection:
+    kw.setdefault("connect_timeout", 10)
+    conn = LiveConnection(server.url, token, **kw)
+    ok = conn.connect()
+    assert type(ok) is AuthSuccess
+    return conn
+
+
+def next_of(conn: LiveConnection, cls, timeout: float = 5.0, skip=(SubscriptionAck,)):
+    """Next event of type ``cls``; events of types in ``skip`` are passed over; anything else fails."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {cls.__name__} within {timeout}s"
+        ev = conn.recv(left)
+        if ev is None:
+            continue
+        if type(ev) is cls:
+            return ev
+        assert type(ev) in skip, f"expected {cls.__name__}, got {ev!r}"
+
+
+def quiet(conn: LiveConnection, seconds: float) -> list:
+    """Everything that arrives within ``seconds``."""
+    out = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        ev = conn.recv(left)
+        if ev is not None:
+            out.append(ev)
+            if type(ev) is Closed:
+                break
+    return out
+
+
+@pytest.fixture(scope="module")
+def admin(standin):
+    http = root(standin)
+    yield http
+    http.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# HTTP
+# ---------------------------------------------------------------------------------------------------
+
+def test_status_login_refresh(standin, admin):
+    st = admin.status()
+    assert st["needs_setup"] is False
+    tokens = admin.tokens
+    assert tokens.role == "system" and tokens.user == "root"
+    assert tokens.access_token not in repr(tokens) and tokens.access_token not in repr(admin)
+    old = admin.access_token
+    new = admin.refresh()
+    assert new.access_token and admin.access_token == new.access_token
+    assert admin.query("SELECT 1 AS one").scalar() is not None
+    assert old  # the old one stays valid until it expires; not asserted either way
+
+
+def test_first_run_setup(standin_factory):
+    server = standin_factory(root_password=None)
+    http = KalamHttp(server.url, timeout=10)
+    if not http.status()["needs_setup"]:
+        pytest.skip("stand-in started with a root password despite root_password=None")
+    answer = http.setup("admin", "AdminPass123!", "RootPass123!")
+    assert answer["user"]["id"] == "admin" and answer["user"]["role"] == "dba"
+    assert http.status()["needs_setup"] is False
+    with pytest.raises(HttpError) as info:
+        http.setup("admin2", "AdminPass123!", "RootPass123!")
+    assert info.value.status == 409 and info.value.code == "already_configured"
+    assert "AdminPass123!" not in str(info.value)
+    tokens = http.login("admin", "AdminPass123!")
+    assert tokens.role == "dba"
+    root_http = KalamHttp(server.url, timeout=10)
+    assert root_http.login("root", "RootPass123!").role == "system"
+
+
+def test_sql_params_positional_rows_and_bigint_strings(standin, admin):
+    table = shared_table(admin)
+    big = 9007199254740993  # > 2**53: must survive as a string
+    insert(admin, table, "a", big, payload="x")
+    insert(admin, table, "b", 2, payload=None)
+    qr = admin.query(f"SELECT id, n, payload FROM {table} WHERE id = $1", ["a"])
+    assert qr.columns == ["id", "n", "payload"]
+    assert qr.rows == [["a", str(big), "x"]]
+    assert type(qr.rows[0][1]) is str
+    assert qr.dicts(typed=True) == [{"id": "a", "n": big, "payload": "x"}]
+    star = admin.query(f"SELECT * FROM {table} ORDER BY id")
+    assert star.columns[:4] == ["id", "writer", "n", "payload"] and "_seq" in star.columns
+    seqs = star.column("_seq")
+    assert all(type(s) is str for s in seqs)
+    count = admin.query(f"SELECT COUNT(*) AS c FROM {table}")
+    assert count.scalar() == "2" and count.scalar_int() == 2
+    # namespace_id resolves unqualified names
+    ns, name = table.split(".")
+    assert admin.query(f"SELECT COUNT(*) AS c FROM {name}", namespace=ns).scalar_int() == 2
+
+
+def test_sql_errors_are_typed(standin, admin):
+    table = shared_table(admin)
+    with pytest.raises(SqlError) as info:
+        admin.sql(f"SELEKT * FROM {table}")
+    assert info.value.status == 400 and info.value.code
+    insert(admin, table, "dup", 1)
+    with pytest.raises(SqlError) as info:
+        insert(admin, table, "dup", 2)
+    assert info.value.code == "SQL_EXECUTION_ERROR"
+    _, user_http = make_user(admin, standin, role="user")
+    with pytest.raises(SqlError) as info:  # role user cannot write a shared table, even PUBLIC
+        insert(user_http, table, "x", 1)
+    assert info.value.code == "PERMISSION_DENIED" or info.value.status in (400, 403)
+    anon = KalamHttp(standin.url, timeout=5)
+    with pytest.raises(AuthFailed) as info:
+        anon.sql("SELECT 1")
+    assert info.value.status == 401 and info.value.code == "MISSING_AUTHORIZATION"
+    bad = KalamHttp(standin.url, timeout=5, token="not-a-jwt-token")
+    with pytest.raises(AuthFailed):
+        bad.sql("SELECT 1")
+
+
+def test_refused_login_is_auth_failed(standin, admin):
+    name, _ = make_user(admin, standin)
+    http = KalamHttp(standin.url, timeout=5)
+    with pytest.raises(AuthFailed) as info:
+        http.login(name, "WrongPassword999")
+    err = info.value
+    assert err.status == 401 and not isinstance(err, RateLimited)
+    assert "WrongPassword999" not in str(err) and "WrongPassword999" not in repr(err)
+    with pytest.raises(AuthFailed):
+        http.login(uid("nobody"), "WrongPassword999")
+
+
+def test_auth_rate_limit_is_rate_limited(standin_factory):
+    server = standin_factory(env={"KALAMDB_RATE_LIMIT_AUTH_REQUESTS_PER_IP_PER_SEC": "2"})
+    http = KalamHttp(server.url, timeout=5)
+    token = http.login("root", TEST_ROOT_PASSWORD).access_token
+    seen = None
+    for _ in range(30):
+        try:
+            http.login("root", TEST_ROOT_PASSWORD)
+        except RateLimited as exc:
+            seen = exc
+            break
+    assert seen is not None, "no 429 after 30 logins at a 2/s auth limit"
+    assert seen.status == 429 and seen.code == "rate_limited"
+    assert not isinstance(seen, AuthFailed)
+    assert TEST_ROOT_PASSWORD not in str(seen)
+    # the same per-IP bucket guards WebSocket authentication: auth_error + 1008
+    with pytest.raises(RateLimited) as info:
+        LiveConnection(server.url, token, ping_interval=None, connect_timeout=5).connect()
+    assert isinstance(info.value, WsAuthError) and info.value.close_code == 1008
+    assert token not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------------
+# WebSocket: auth
+# ---------------------------------------------------------------------------------------------------
+
+def test_ws_header_and_message_auth(standin, admin):
+    name, http = make_user(admin, standin)
+    for mode in ("header", "message"):
+        conn = live(standin, http.access_token, auth=mode)
+        try:
+            assert conn.user == name and conn.role == "user"
+        finally:
+            conn.close()
+
+
+def test_ws_bad_token_is_ws_auth_error(standin):
+    conn = LiveConnection(standin.url, "not-a-valid-token", connect_timeout=5)
+    with pytest.raises(WsAuthError) as info:
+        conn.connect()
+    assert info.value.close_code == 1008
+    assert "not-a-valid-token" not in str(info.value)
+
+
+def test_authenticate_without_protocol_closes_1011(standin, admin):
+    _, http = make_user(admin, standin)
+    conn = LiveConnection(standin.url, http.access_token, auth="message", ping_interval=None, connect_timeout=5)
+    conn.open()
+    try:
+        conn.send_raw('{"type":"authenticate","method":"jwt","token":"%s"}' % http.access_token)
+        ev = next_of(conn, Closed, timeout=5, skip=())
+        assert ev.code == 1011, ev
+        assert ev.reason.startswith("Invalid message")
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# WebSocket: subscriptions and change shapes
+# ---------------------------------------------------------------------------------------------------
+
+def test_live_only_subscription_is_ready_at_once(standin, admin):
+    table = shared_table(admin)
+    insert(admin, table, "before", 1)
+    _, http = make_user(admin, standin)
+    conn = live(standin, http.access_token)
+    try:
+        conn.subscribe("s1", f"SELECT * FROM {table}")
+        ack = next_of(conn, SubscriptionAck, skip=())
+        assert (ack.subscription_id, ack.batch_num, ack.has_more, ack.status, ack.last_seq_id) == \
+            ("s1", 0, False, "ready", None)
+        insert(admin, table, "after", 2, payload="hello")
+        ev = next_of(conn, Change, skip=())  # no initial_data_batch in between
+        assert ev.change_type == "insert" and ev.subscription_id == "s1"
+        assert ev.row["id"] == "after" and ev.row["n"] == "2" and ev.row["payload"] == "hello"
+        assert ev.row["_deleted"] is False and type(ev.row["_seq"]) is str
+        assert ev.seq == int(ev.row["_seq"]) and ev.old is None
+        assert ev.received_at == pytest.approx(time.time(), abs=5)
+    finally:
+        conn.close()
+
+
+def test_update_delta_and_delete_tombstone(standin, admin):
+    table = shared_table(admin)
+    _, http = make_user(admin, standin)
+    conn = live(standin, http.access_token)
+    try:
+        conn.subscribe("s", f"SELECT * FROM {table}")
+        next_of(conn, SubscriptionAck, skip=())
+        insert(admin, table, "k", 1, payload="same")
+        ins = next_of(conn, Change)
+        admin.sql(f"UPDATE {table} SET n = $1 WHERE id = $2", [2, "k"])
+        upd = next_of(conn, Change)
+        assert upd.change_type == "update"
+        assert upd.row["id"] == "k" and upd.row["n"] == "2" and upd.row["payload"] == "same"
+        assert "_deleted" not in upd.row
+        # old_values: only the changed columns, plus the PK and _seq
+        assert set(upd.old) == {"id", "n", "_seq"}, upd.old
+        assert upd.old["n"] == "1" and int(upd.old["_seq"]) == ins.seq
+        assert upd.seq > ins.seq
+        admin.sql(f"DELETE FROM {table} WHERE id = $1", ["k"])
+        dele = next_of(conn, Change)
+        assert dele.change_type == "delete" and dele.row is None
+        assert dele.old["_deleted"] is True and dele.old["id"] == "k" and dele.old["n"] == "2"
+        assert dele.seq == int(dele.old["_seq"]) and dele.seq > upd.seq  # the tombstone's own seq
+    finally:
+        conn.close()
+
+
+def test_snapshot_batches_driven_by_next_batch(standin, admin):
+    table = shared_table(admin)
+    for i in range(5):
+        insert(admin, table, f"r{i}", i)
+    _, http = make_user(admin, standin)
+    conn = live(standin, http.access_token, auto_next_batch=True)
+    try:
+        conn.subscribe("snap", f"SELECT * FROM {table}", {"batch_size": 2})
+        ack = next_of(conn, SubscriptionAck, skip=())
+        assert ack.status == "loading" and ack.has_more is True and ack.batch_num == 0
+        assert [f["name"] for f in ack.schema][:4] == ["id", "writer", "n", "payload"]
+        batches = [next_of(conn, InitialDataBatch, skip=()) for _ in range(3)]
+        assert [len(b.rows) for b in batches] == [2, 2, 1]
+        assert [b.batch_num for b in batches] == [0, 1, 2]
+        assert [b.status for b in batches] == ["loading", "loading_batch", "ready"]
+        assert [b.has_more for b in batches] == [True, True, False]
+        rows = [r for b in batches for r in b.rows]
+        assert [r["id"] for r in rows] == [f"r{i}" for i in range(5)]
+        seqs = [int(r["_seq"]) for r in rows]
+        assert seqs == sorted(seqs) and batches[-1].last_seq_id == seqs[-1]
+        assert all(type(b.last_seq_id) is int for b in batches)
+        insert(admin, table, "live", 9)
+        assert next_of(conn, Change, skip=()).row["id"] == "live"
+    finally:
+        conn.close()
+
+    # without auto_next_batch nothing more comes until next_batch is sent
+    conn = live(standin, http.access_token, auto_next_batch=False)
+    try:
+        conn.subscribe("snap", f"SELECT * FROM {table}", {"batch_size": 2})
+        first = next_of(conn, InitialDataBatch)
+        assert first.has_more
+        assert quiet(conn, 0.5) == []
+        conn.next_batch("snap", first.last_seq_id)
+        second = next_of(conn, InitialDataBatch, skip=())
+        assert second.batch_num == 1 and second.rows[0]["id"] == "r2"
+    finally:
+        conn.close()
+
+
+def test_empty_options_snapshot_and_resume_from_is_exclusive(standin, admin):
+    table = shared_table(admin)
+    for i in range(5):
+        insert(admin, table, f"r{i}", i)
+    seqs = [int(s) for s in admin.query(f"SELECT _seq FROM {table} ORDER BY _seq").column("_seq")]
+    _, http = make_user(admin, standin)
+    conn = live(standin, http.access_token)
+    try:
+        conn.subscribe("all", f"SELECT * FROM {table}", {})
+        batch = next_of(conn, InitialDataBatch)
+        assert len(batch.rows) == 5 and batch.status == "ready"
+        conn.subscribe("resume", f"SELECT * FROM {table}", {"from": seqs[2], "batch_size": 10})
+        batch = next_of(conn, InitialDataBatch)
+        assert batch.subscription_id == "resume"
+        assert [r["id"] for r in batch.rows] == ["r3", "r4"]  # _seq > from
+    finally:
+        conn.close()
+
+
+def test_server_error_events(standin, admin):
+    _, http = make_user(admin, standin)
+    conn = live(standin, http.access_token)
+    try:
+        conn.subscribe("missing", f"SELECT * FROM {uid('nons')}.nothing")
+        err = next_of(conn, ServerError, skip=())
+        assert err.subscription_id == "missing" and err.code in ("NOT_FOUND", "INVALID_SQL")
+        conn.subscribe("bad", "SELECT * FROM t ORDER BY x")
+        err = next_of(conn, ServerError, skip=())
+        assert err.subscription_id == "bad" and err.code == "INVALID_SQL"
+        assert conn.connected  # the connection stays open
+    finally:
+        conn.close()
+
+
+def test_unsubscribe_stops_changes(standin, admin):
+    table = shared_table(admin)
+    _, http = make_user(admin, standin)
+    conn = live(standin, http.access_token)
+    try:
+        conn.subscribe("a", f"SELECT * FROM {table}")
+        conn.subscribe("b", f"SELECT * FROM {table}")
+        next_of(conn, SubscriptionAck, skip=())
+        next_of(conn, SubscriptionAck, skip=())
+        conn.unsubscribe("a")
+        time.sleep(0.2)
+        insert(admin, table, "x", 1)
+        ev = next_of(conn, Change, skip=())
+        assert ev.subscription_id == "b"
+        assert [e for e in quiet(conn, 0.5) if type(e) is Change] == []
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# WebSocket: framing and keepalive
+# ---------------------------------------------------------------------------------------------------
+
+def test_large_frames_are_gzip_unless_compress_false(standin, admin):
+    table = shared_table(admin)
+    _, http = make_user(admin, standin)
+    for compress, opcode in ((True, OP_BINARY), (False, OP_TEXT)):
+        conn = live(standin, http.access_token, compress=compress)
+        try:
+            conn.subscribe("g", f"SELECT * FROM {table}")
+            next_of(conn, SubscriptionAck, skip=())
+            big = "z" * 2000
+            insert(admin, table, uid("k"), 1, payload=big)
+            ev = next_of(conn, Change, skip=())
+            assert ev.row["payload"] == big
+            assert conn.last_opcode == opcode, (compress, conn.last_opcode)
+            assert (conn.gzip_frames >= 1) is compress
+        finally:
+            conn.close()
+    assert "?compress=false" in LiveConnection(standin.url, "t", compress=False).url
+
+
+def test_idle_socket_closed_by_server_pinging_one_stays(standin_factory):
+    server = standin_factory(env={"KALAMDB_WEBSOCKET_CLIENT_TIMEOUT_SECS": "2",
+                                  "KALAMDB_WEBSOCKET_HEARTBEAT_INTERVAL_SECS": "1"})
+    token = root(server).access_token
+    idle = live(server, token, ping_interval=None)
+    pinging = live(server, token, ping_interval=0.5)
+    try:
+        t0 = time.monotonic()
+        closed = next_of(idle, Closed, timeout=8, skip=())
+        waited = time.monotonic() - t0
+        assert closed.code == 1000 and 1.0 <= waited <= 6.0, (closed, waited)
+        assert pinging.recv(0.5) is None and pinging.connected
+        time.sleep(max(0.0, 4.0 - (time.monotonic() - t0)))
+        assert pinging.recv(0.1) is None and pinging.connected  # survived 2x the idle timeout
+        assert pinging.pings_sent >= 4
+    finally:
+        idle.close()
+        pinging.close()
+
+
+def test_user_table_listener_sees_only_own_rows(standin, admin):
+    ns = uid("kc")
+    admin.sql(f"CREATE NAMESPACE IF NOT EXISTS {ns}")
+    admin.sql(f"CREATE USER TABLE {ns}.inbox (id TEXT PRIMARY KEY, body TEXT)")
+    a_name, a = make_user(admin, standin)
+    b_name, b = make_user(admin, standin)
+    ca = live(standin, a.access_token)
+    cb = live(standin, b.access_token)
+    try:
+        for c in (ca, cb):
+            c.subscribe("inbox", f"SELECT * FROM {ns}.inbox")
+            next_of(c, SubscriptionAck, skip=())
+        a.sql(f"INSERT INTO {ns}.inbox (id, body) VALUES ($1, $2)", ["1", "from a"])
+        b.sql(f"INSERT INTO {ns}.inbox (id, body) VALUES ($1, $2)", ["1", "from b"])
+        assert next_of(ca, Change, skip=()).row["body"] == "from a"
+        assert next_of(cb, Change, skip=()).row["body"] == "from b"
+        assert [e for e in quiet(ca, 0.5) + quiet(cb, 0.1) if type(e) is Change] == []
+        # a snapshot is scoped the same way
+        ca.subscribe("snap", f"SELECT * FROM {ns}.inbox", {})
+        batch = next_of(ca, InitialDataBatch)
+        assert [r["body"] for r in batch.rows] == ["from a"]
+    finally:
+        ca.close()
+        cb.close()
+
+
+def test_server_killed_mid_subscription_gives_closed_promptly(standin_factory):
+    server = standin_factory()
+    admin = root(server)
+    table = shared_table(admin)
+    conn = live(server, admin.access_token)
+    try:
+        conn.subscribe("s", f"SELECT * FROM {table}")
+        next_of(conn, SubscriptionAck, skip=())
+        server.kill()
+        t0 = time.monotonic()
+        ev = next_of(conn, Closed, timeout=10, skip=(SubscriptionAck, InitialDataBatch, ServerError, Change))
+        assert time.monotonic() - t0 < 5
+        assert ev.clean is False and ev.code == 1006
+        assert conn.recv(0.1) is None
+        with pytest.raises(ConnectError):
+            conn.subscribe("again", f"SELECT * FROM {table}")
+    finally:
+        conn.close()
+    with pytest.raises(ConnectError):
+        KalamHttp(server.url, timeout=3).status()
+
+
+def test_no_malformed_frames_in_normal_traffic(standin, admin):
+    table = shared_table(admin)
+    _, http = make_user(admin, standin)
+    conn = live(standin, http.access_token)
+    try:
+        conn.subscribe("s", f"SELECT * FROM {table}", {"batch_size": 3})
+        for i in range(10):
+            insert(admin, table, f"k{i}", i, payload="y" * (i * 100))
+        got = quiet(conn, 1.0)
+        assert not [e for e in got if type(e) is MalformedFrame]
+        changes = [e for e in got if type(e) is Change]
+        rows = [r for e in got if type(e) is InitialDataBatch for r in e.rows]
+        assert len(changes) + len(rows) == 10
+    finally:
+        conn.close()

@@ -1,0 +1,148 @@
+"""WriteLedger, ArrivalLog, content digests and the latency histogram (no sockets)."""
+
+
+import pytest
+
+from checks import (KIND_DELETE, KIND_INSERT, KIND_UPDATE, OP_DELETE, OP_INSERT, OP_UPDATE,
+                    OUTCOME_ACK, OUTCOME_PENDING, OUTCOME_REJECTED, OUTCOME_UNKNOWN, ArrivalLog,
+                    LatencyHistogram, SubscriptionInfo, Workload, WriteLedger, content_digest)
+from checks.arrivals import FLAG_DELETED_OK, FLAG_MALFORMED, FLAG_NO_OLD
+from checks.model import old_values_digest, seq_commit_ms
+
+WL = Workload("t", "shared", ("body", "color"))
+
+
+def make():
+    t = [100.0]
+    return WriteLedger(WL, clock=lambda: t[0]), t
+
+
+def test_digest_str_equivalence_and_missing():
+    cols = ("id", "n", "body")
+    assert content_digest({"id": "w:1", "n": 5, "body": "x"}, cols) == \
+        content_digest({"id": "w:1", "n": "5", "body": "x", "_seq": "9"}, cols)
+    assert content_digest({"id": "w:1", "n": 5}, cols) != content_digest({"id": "w:1", "n": 5, "body": ""}, cols)
+    assert content_digest({"id": "w:1", "n": 5, "body": "None"}, cols) != content_digest({"id": "w:1", "n": 5}, cols)
+
+
+def test_begin_assigns_wseq_pk_and_row():
+    led, t = make()
+    a = led.begin("w1", OP_INSERT, None, {"body": "a", "color": "red"})
+    b = led.begin("w2", OP_INSERT, None, {"body": "b", "color": "red"})
+    c = led.begin("w1", OP_INSERT, None, {"body": "c", "color": "red"})
+    assert (led.wseq(a), led.wseq(b), led.wseq(c)) == (1, 1, 2)
+    assert (led.pk(a), led.pk(c)) == ("w1:1", "w1:2")
+    assert led.row(c) == {"id": "w1:2", "writer": "w1", "n": 2, "body": "c", "color": "red"}
+    assert led.t_sent(a) == 100.0 and led.outcome(a) == OUTCOME_PENDING and led.t_ack(a) is None
+    t[0] = 100.5
+    led.finish(a, OUTCOME_ACK)
+    assert led.t_ack(a) == 100.5
+    assert led.find("w1", 2) == c and led.find("w1", 3) == -1 and led.find("nobody", 1) == -1
+    with pytest.raises(ValueError):
+        led.begin("w1", OP_INSERT, None, {"body": "x", "n": 99})
+
+
+def test_update_changed_columns_old_digest_and_delete():
+    led, _ = make()
+    a = led.begin("w1", OP_INSERT, None, {"body": "a", "color": "red"})
+    u = led.begin("w1", OP_UPDATE, "w1:1", {"body": "b"})      # partial values are merged
+    assert led.row(u) == {"id": "w1:1", "writer": "w1", "n": 2, "body": "b", "color": "red"}
+    # KalamDB's old_values: _seq, id and the previous values of the changed columns (n, body)
+    old = {"_seq": "7", "id": "w1:1", "n": "1", "body": "a"}
+    assert led._old_digest[u] == old_values_digest(old)
+    assert led._digest[u] == content_digest({"id": "w1:1", "writer": "w1", "n": "2", "body": "b",
+                                             "color": "red"}, WL.row_columns)
+    d = led.begin("w1", OP_DELETE, "w1:1")
+    assert led._digest[d] == led._digest[u]                    # tombstone = the deleted version
+    assert led.versions(a) == [a, u, d] and led.delete_of(a) == d
+    assert led.prev_version(d) == u and led.next_version(a) == u
+    with pytest.raises(ValueError):
+        led.begin("w1", OP_UPDATE, "w1:1", {"body": "z"})      # deleted
+    with pytest.raises(ValueError):
+        led.begin("w2", OP_INSERT, "w1:1", {"body": "z"})      # keys are never reused
+
+
+def test_rejected_update_rolls_back_and_unlinks():
+    led, _ = make()
+    a = led.begin("w1", OP_INSERT, None, {"body": "a", "color": "red"})
+    led.finish(a, OUTCOME_ACK)
+    u1 = led.begin("w1", OP_UPDATE, "w1:1", {"body": "b"})
+    led.finish(u1, OUTCOME_REJECTED)
+    assert led.next_version(a) == -1 and led.versions(a) == [a]
+    u2 = led.begin("w1", OP_UPDATE, "w1:1", {"color": "blue"})
+    assert led.prev_version(u2) == a
+    assert led.row(u2)["body"] == "a"
+    assert led._old_digest[u2] == old_values_digest({"id": "w1:1", "n": 1, "color": "red"})
+    led.finish(u2, OUTCOME_UNKNOWN)
+    assert led.t_ack(u2) is None and led.outcome(u2) == OUTCOME_UNKNOWN
+    assert led.counts()["update"] == {"pending": 0, "ack": 0, "rejected": 1, "unknown": 1}
+
+
+def test_serialise_and_merge_ledgers_of_two_processes():
+    l1, _ = make()
+    l2, _ = make()
+    a = l1.begin("w1", OP_INSERT, None, {"body": "a", "color": "r"}, owner="u1", group="g1")
+    l1.begin("w1", OP_UPDATE, l1.pk(a), {"body": "b"})
+    b = l2.begin("w2", OP_INSERT, None, {"body": "x", "color": "r"}, owner="u2")
+    l2.begin("w2", OP_DELETE, l2.pk(b))
+    l2.finish(b, OUTCOME_ACK, t_ack=101.0)
+    shipped = WriteLedger.from_bytes(l2.to_bytes())
+    assert list(shipped.iter_writes()) == list(l2.iter_writes())
+    l1.extend(shipped)
+    assert len(l1) == 4
+    i = l1.find("w2", 1)
+    assert i == 2 and l1.pk(i) == "w2:1" and l1.owner(i) == "u2" and l1.t_ack(i) == 101.0
+    assert l1.versions(i) == [2, 3] and l1.op(3) == OP_DELETE and l1.group(l1.find("w1", 2)) == "g1"
+    with pytest.raises(ValueError):
+        l1.extend(WriteLedger.from_bytes(l2.to_bytes()))      # writer w2 already merged
+
+
+def test_arrival_log_record_row_extracts_and_flags():
+    log = ArrivalLog(SubscriptionInfo("l1", "s1", content_columns=("body", "color")))
+    log.subscribed(10.0)
+    log.ready(10.1)
+    row = {"id": "w1:1", "writer": "w1", "n": "1", "body": "a", "color": "r", "_seq": "77", "_deleted": False}
+    log.record_row(KIND_INSERT, row, None, None, 10.2)
+    log.record_row(KIND_UPDATE, dict(row, n="2", _seq="78"), None, 78, 10.3)     # no old_values
+    tomb = dict(row, n="2", _seq="79", _deleted=True)
+    log.record_row(KIND_DELETE, None, tomb, 79, 10.4)
+    log.record_row(KIND_DELETE, None, dict(tomb, _deleted="true"), 80, 10.5)     # not boolean true
+    log.record_row(KIND_INSERT, {"id": "x", "_seq": "81"}, None, None, 10.6)     # no writer / n
+    assert list(log.n) == [1, 2, 2, 2, -1] and list(log.seq) == [77, 78, 79, 80, 81]
+    assert list(log.flags) == [0, FLAG_NO_OLD, FLAG_DELETED_OK, 0, FLAG_MALFORMED]
+    assert log.digest[0] == content_digest(row, ("id", "writer", "n", "body", "color"))
+    assert log.digest[2] == content_digest(dict(row, n=2), ("id", "writer", "n", "body", "color"))
+    log.disconnected(11.0)
+    assert log.subscribed(12.0, resume_from=81) == 1
+    log.ready(12.5)
+    assert log.gaps == [(10.6, 12.5)]
+    assert log.epochs[1].snapshot and log.epochs[1].is_resume and log.epochs[1].start == 5
+
+
+def test_arrival_log_is_compact():
+    log = ArrivalLog(SubscriptionInfo("l1", "s1"))
+    for i in range(100_000):
+        log.record(KIND_INSERT, "w1", i, i, 1.0, 7, 0, False)
+    assert log.nbytes() / len(log) <= 40
+
+
+def test_histogram_percentiles_negative_and_merge():
+    h = LatencyHistogram()
+    h.add_many([i / 1000.0 for i in range(1, 1001)])     # 1..1000 ms
+    assert abs(h.percentile(50) - 0.5) / 0.5 < 0.01
+    assert abs(h.percentile(99) - 0.99) / 0.99 < 0.01
+    assert h.max == 1.0 and h.min == 0.001
+    g = LatencyHistogram()
+    g.add_many([-0.004, -0.002, 0.0])
+    h.merge(g)
+    assert h.count == 1003 and h.min == -0.004 and h.count_negative() == 2
+    assert abs(h.percentile(0.05) - (-0.004)) < 0.00002      # negatives are kept, not clamped
+    assert abs(h.percentile(0.1) - (-0.002)) < 0.00001       # nearest rank 2 of 1003
+    s = h.summary_ms(50)
+    assert s["within"] == 53 and s["negative"] == 2
+    assert LatencyHistogram.from_dict(h.to_dict()).summary_ms() == h.summary_ms()
+
+
+def test_seq_commit_ms():
+    seq = ((1_750_000_000_123 - 1704067200000) << 22) | 5
+    assert seq_commit_ms(seq) == 1_750_000_000_123

@@ -1,0 +1,5 @@
+"""Thin Locust users wrapping kalamclient; the run (loadtest/) owns set-up, barrier, drain and verdict."""
+from .listener import ListenerUser
+from .writer import WriterUser
+
+__all__ = ["WriterUser", "ListenerUser"]
