@@ -249,6 +249,11 @@ class WriteLedger:
         self._mutations += 1
 
     # ------------------------------------------------------------------ lookups
+    def next_wseq(self, writer: str) -> int:
+        """The wseq the next begin() of `writer` will get (a writer needs it to build the row)."""
+        c = self._writers.get(writer)
+        return 1 if c < 0 or c >= len(self._by_writer) else len(self._by_writer[c]) + 1
+
     def __len__(self) -> int:
         return len(self._op)
 

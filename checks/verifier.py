@@ -979,11 +979,12 @@ def verdicts(ledger: Union[WriteLedger, Iterable[WriteLedger], Mapping, None],
         known={KNOWN_RESUME_DELETES: resume_deletes})
 
     # L4 concurrent writers
-    writers = set()
+    writers = set()  # by name: one writer may write several tables (one ledger each)
     for led in ledgers:
-        for i, (w, o) in enumerate(zip(led._writer, led._outcome)):
+        names = led._writers.names
+        for w, o in zip(led._writer, led._outcome):
             if o == OUTCOME_ACK:
-                writers.add((id(led), w))
+                writers.add(names[w])
     n_writers = len(writers)
     l4 = _delivery_verdict(ctx, "L4", results, tuple(OP_NAMES.values()), "writes", {},
                            {"writers": n_writers})

@@ -26,7 +26,7 @@ SEQ_EPOCH_MS = 1704067200000  # _seq = (ms since 2024-01-01 UTC) << 22 | ... (pr
 
 
 class SubscriptionState:
-    __slots__ = ("spec", "log", "last_seq", "ready", "failed", "received", "expect_batch")
+    __slots__ = ("spec", "log", "last_seq", "ready", "failed", "received", "expect_batch", "max_n")
 
     def __init__(self, spec, arrival_log):
         self.spec = spec
@@ -36,6 +36,7 @@ class SubscriptionState:
         self.failed = None  # error text when the server refused the subscription
         self.received = 0
         self.expect_batch = False
+        self.max_n = {}  # writer -> highest n seen: lets the drain stop as soon as everything is in
 
 
 class ListenerSession:
@@ -85,7 +86,7 @@ class ListenerSession:
             else:
                 options = {"batch_size": self.batch_size} if self.batch_size > 0 else None
             st.expect_batch = options is not None
-            st.log.subscribed(time.time())
+            st.log.subscribed(time.time(), resume_from=options["from"] if resume else None)
             self.conn.subscribe(sid, st.spec.sql, options)
 
     def _wait_ready(self, timeout: float) -> None:
@@ -119,8 +120,19 @@ class ListenerSession:
                 return True
             st.log.record_row(kind, ev.row, ev.old, ev.seq, ev.received_at)
             st.received += 1
-            if st.last_seq is None or ev.seq > st.last_seq:
-                st.last_seq = ev.seq
+            src = ev.row if ev.row is not None else ev.old
+            if src is not None:
+                try:
+                    w, n = src["writer"], int(src["n"])
+                    if n > st.max_n.get(w, 0):
+                        st.max_n[w] = n
+                except (KeyError, TypeError, ValueError):
+                    pass  # the verifier reports the malformed row
+            seq = ev.seq
+            if seq is None:
+                return True
+            if st.last_seq is None or seq > st.last_seq:
+                st.last_seq = seq
             if self.on_delivery is not None:
                 # Locust's table shows latency from the commit time in _seq (known without the ledger);
                 # the verifier's figures use the ledger and say which start time they count from.
@@ -132,10 +144,19 @@ class ListenerSession:
             if st is None:
                 return True
             for row in ev.rows:
-                seq = int(row["_seq"])
-                st.log.record_row(KIND_SNAPSHOT, row, None, seq, ev.received_at)
+                st.log.record_row(KIND_SNAPSHOT, row, None, None, ev.received_at)
+                try:
+                    seq = int(row["_seq"])
+                except (KeyError, TypeError, ValueError):
+                    continue  # recorded as malformed by the log
                 if st.last_seq is None or seq > st.last_seq:
                     st.last_seq = seq
+                try:
+                    w, n = row["writer"], int(row["n"])
+                    if n > st.max_n.get(w, 0):
+                        st.max_n[w] = n
+                except (KeyError, TypeError, ValueError):
+                    pass
             if ev.status == "ready" and not ev.has_more:
                 self._mark_ready(st, ev.received_at)
             return True
@@ -186,6 +207,9 @@ class ListenerSession:
                 st.log.disconnected(now)
             if self.forced:
                 self.forced = False
+                pause = getattr(self.run.options, "reconnect_pause", 0.0)
+                if pause > 0:
+                    gevent.sleep(pause)
             else:
                 self.disconnects[ev.code] = self.disconnects.get(ev.code, 0) + 1
                 log.warning("listener %s: connection closed unexpectedly (code %s %s); resuming",

@@ -26,6 +26,9 @@ def add_arguments(parser) -> None:
                    help="listeners subscribe with options {batch_size: N} (≤ 999, see protocol §6.1); 0 = live only")
     g.add_argument("--reconnect-every", type=float, default=0.0,
                    help="force a listener disconnect + resume (from its last _seq) every N seconds (L9); 0 = never")
+    g.add_argument("--reconnect-pause", type=float, default=0.0,
+                   help="seconds a forced-reconnect listener stays away before it resumes (changes made meanwhile "
+                        "must be delivered on resume)")
     g.add_argument("--reconnect-share", type=float, default=0.25,
                    help="share of listeners that do forced reconnects")
     g.add_argument("--barrier-timeout", type=float, default=60.0,

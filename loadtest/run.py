@@ -22,14 +22,14 @@ import gevent
 import gevent.event
 
 from checks.ledger import WriteLedger
-from checks.model import OUTCOME_PENDING, OUTCOME_UNKNOWN
+from checks.model import Workload
 from kalamclient import KalamHttp
 
 from . import provision as prov_mod
 from .options import parse_accept_known
 from .pacing import TokenBucket
 from .verification import verify_and_report
-from .workloads import OpMix, subscriptions_for
+from .workloads import OpMix, subscriptions_for, tables_for
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,9 @@ class Run:
         self.accepted_known = parse_accept_known(o.accept_known)
         self.auth_bucket = TokenBucket(o.auth_rate, burst=min(5.0, o.auth_rate))
         self.ping_interval = 5.0
-        self.ledger = WriteLedger()
+        # one ledger per table: the verifier reconciles each subscription against its table's ledger
+        self.ledgers = {t.key: WriteLedger(Workload(table=t.key, table_kind=t.kind, content_columns=t.content_columns))
+                        for t in tables_for(self.workload, "ns")}
         self.sessions = []
         self.writers_may_start = gevent.event.Event()
         self.expected_listeners = o.listeners
@@ -88,6 +90,8 @@ class Run:
         self._tokens: dict[str, str] = {}
         self._token_lock = threading.Lock()
         self.flags: dict = {}
+        self._last_acked = None
+        self.server_stats_at_end = None
 
     # ---- set-up --------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -194,15 +198,27 @@ class Run:
         self.flags["drain_seconds"] = round(time.time() - self.writing_stopped_at, 3)
 
     def _all_delivered(self) -> bool:
-        """Cheap early exit for the drain: every subscription has seen its writers' last writes."""
-        try:
-            from checks.verifier import pending_count
-        except ImportError:
-            return False
-        try:
-            return all(pending_count(self.ledger, st.log) == 0 for s in self.sessions for st in s.subs.values())
-        except Exception:
-            return False
+        """Cheap early exit for the drain: each subscription has seen, per writer, the newest acknowledged
+        write it must see (per-writer order then implies the earlier ones came, or are lost)."""
+        from checks.model import OP_DELETE, OUTCOME_ACK
+
+        if self._last_acked is None:
+            last: dict = {}
+            for key, led in self.ledgers.items():
+                for (i, writer, wseq, op, outcome, owner, group, *_rest) in led.iter_writes():
+                    if outcome == OUTCOME_ACK and op != OP_DELETE:  # a tombstone carries the older n
+                        for scope in ((key, "", ""), (key, owner, group)):
+                            last.setdefault(scope, {})[writer] = max(wseq, last.get(scope, {}).get(writer, 0))
+            self._last_acked = last
+        for s in self.sessions:
+            if s.vanished:
+                continue
+            for st in s.subs.values():
+                spec = st.spec
+                want = self._last_acked.get((spec.table.key, spec.owner, spec.group), {})
+                if any(st.max_n.get(w, 0) < n for w, n in want.items()):
+                    return False
+        return True
 
     def _read_counters(self) -> dict | None:
         """system.live changes per (user, subscription id), read while the listeners are still connected."""
@@ -221,6 +237,17 @@ class Run:
             counters.setdefault(key, []).append(int(row["changes"]))
         return counters
 
+    def _read_stats(self) -> dict | None:
+        """system.stats at the end of the run (figures for the report; the stand-in adds fault counts)."""
+        if self.admin_http is None or self.flags.get("setup_error"):
+            return None
+        try:
+            res = self.admin_http.query("SELECT metric_name, metric_value FROM system.stats")
+            return {r["metric_name"]: r["metric_value"] for r in res.dicts()}
+        except Exception as exc:
+            log.warning("could not read system.stats: %s", exc)
+            return None
+
     def finish(self, interrupted: bool = False) -> dict | None:
         if self.finished:
             return self.report
@@ -228,12 +255,14 @@ class Run:
         self.writing_stopped_at = time.time()
         self.writers_may_start.set()  # release writers still waiting, so they end
         self.flags["interrupted"] = interrupted
-        marked = self.ledger.mark_pending(OUTCOME_UNKNOWN) if hasattr(self.ledger, "mark_pending") else 0
-        if marked:
-            log.info("%d writes were cut off by the end of the run: outcome unknown", marked)
         if not interrupted and self.sessions:
             self._drain()
+        now = time.time()
+        for s in self.sessions:
+            for st in s.subs.values():
+                st.log.finished(now)
         counters = self._read_counters() if self.sessions and not interrupted else None
+        self.server_stats_at_end = self._read_stats()
         for s in self.sessions:
             s.close()
         self.report = verify_and_report(self, counters)

@@ -48,7 +48,7 @@ def events_table(ns: str) -> TableSpec:
             "id TEXT PRIMARY KEY, writer TEXT NOT NULL, n BIGINT NOT NULL, payload TEXT NOT NULL"
             ") WITH (ACCESS_LEVEL = 'PUBLIC')"
         ),
-        content_columns=("writer", "n", "payload"),
+        content_columns=("payload",),
     )
 
 
@@ -61,7 +61,7 @@ def messages_table(ns: str) -> TableSpec:
             "id TEXT PRIMARY KEY, conversation TEXT NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL, "
             "writer TEXT NOT NULL, n BIGINT NOT NULL, created_at TIMESTAMP DEFAULT NOW())"
         ),
-        content_columns=("conversation", "role", "content", "writer", "n"),
+        content_columns=("conversation", "role", "content"),
     )
 
 
@@ -162,11 +162,17 @@ class WriteGenerator:
             return "update"
         return "delete"
 
-    def next_write(self, n: int) -> Statement:
+    def next_table(self) -> str:
+        """The table of the next write (a streamed reply keeps its writer on the messages table)."""
         if self.streaming is not None and self.streaming[0] in self.live["messages"]:
-            return self._stream_token(n)
+            return "messages"
         self.streaming = None
-        table = self._table()
+        return self._table()
+
+    def next_write(self, table: str, n: int) -> Statement:
+        """The next write on ``table`` (from ``next_table``); ``n`` is its sequence number in that table."""
+        if table == "messages" and self.streaming is not None:
+            return self._stream_token(n)
         live = self.live[table]
         op = self._op(live)
         if table == "events":

@@ -84,6 +84,7 @@ PARSERS = {
     "zombies": _bool,
     "slow_select_ms": _nonneg_float,
     "crash_after_writes": _nonneg_int,
+    "cross_user": _prob,
 }
 
 
@@ -172,6 +173,7 @@ class Faults:
         self.zombies = bool(v.get("zombies", False))
         self.slow_select_ms = v.get("slow_select_ms", 0.0)
         self.crash_after = v.get("crash_after_writes", 0)
+        self.cross_user = v.get("cross_user", 0.0)
         # any fault touching the notification path -> slow path
         self.delivery_active = bool(
             self.drop or self.duplicate or self.corrupt or self.reorder or self.delay_ms

@@ -389,6 +389,9 @@ class LiveManager:
         self.zombies: list[Sub] = []
         self.queue_drops = 0
         self.fault_drops = 0
+        self.fault_duplicates = 0
+        self.fault_corrupted = 0
+        self.fault_cross_user = 0
         self.sent_changes = 0
         self.peak_conns = 0
         self.peak_subs = 0
@@ -468,11 +471,13 @@ class LiveManager:
         f = self.faults
         if f.leak_bytes:
             f.note_change()
+        seq = new["_seq"] if new is not None else old["_seq"]
+        ch = Change(t, kind, new, old, owner, changed, seq)
+        if f.cross_user and t.kind == "USER" and f.rng.random() < f.cross_user:
+            self._leak_to_other_user(t, owner, ch)
         subs = self.index.get((t.ns, t.name, owner))
         if not subs:
             return
-        seq = new["_seq"] if new is not None else old["_seq"]
-        ch = Change(t, kind, new, old, owner, changed, seq)
         row = new if new is not None else old
         slow = f.delivery_active
         for sub in tuple(subs.values()):
@@ -491,6 +496,17 @@ class LiveManager:
                 self.deliver_faulty(sub, ch)
             else:
                 self.enqueue(sub, _PREFIX + sub.id_esc + ch.suffix(sub.proj, sub.proj_key))
+
+    def _leak_to_other_user(self, t, owner, ch: Change):
+        """Fault `cross_user`: a routing bug that sends a USER-table change to another user's live
+        subscriptions on the table, ignoring their filter (what the security check must catch)."""
+        others = sorted(k for k in self.index if k[0] == t.ns and k[1] == t.name and k[2] != owner)
+        if not others:
+            return
+        for sub in tuple(self.index[self.faults.rng.choice(others)].values()):
+            if not sub.loading:
+                self.fault_cross_user += 1
+                self.enqueue(sub, ch.message(sub))
 
     def enqueue(self, sub: Sub, msg: bytes):
         conn = sub.conn
@@ -520,9 +536,11 @@ class LiveManager:
             return
         if f.corrupt and tgt and typed and rng.random() < f.corrupt:
             msg = ch.corrupted_message(sub, rng)
+            self.fault_corrupted += 1
         else:
             msg = ch.message(sub)
         copies = 2 if (f.duplicate and tgt and typed and rng.random() < f.duplicate) else 1
+        self.fault_duplicates += copies - 1
         for _ in range(copies):
             if (f.delay_ms or f.jitter_ms) and tgt:
                 d = f.delay_ms + (rng.uniform(0, f.jitter_ms) if f.jitter_ms else 0.0)

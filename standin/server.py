@@ -155,6 +155,9 @@ class State:
             "standin_notifications_sent": live.sent_changes,
             "standin_notifications_dropped_queue_full": live.queue_drops,
             "standin_notifications_dropped_fault": live.fault_drops,
+            "standin_notifications_duplicated_fault": live.fault_duplicates,
+            "standin_notifications_corrupted_fault": live.fault_corrupted,
+            "standin_notifications_cross_user_fault": live.fault_cross_user,
             "standin_leaked_bytes": self.faults.leaked_bytes,
             "standin_dml_statements": self.engine.dml_count,
         }

@@ -34,9 +34,9 @@ class WriterUser(User):
     def write(self):
         if self.account is None or self.run.finished:
             return
-        ledger = self.run.ledger
-        n = ledger.next_wseq(self.account.user)
-        stmt = self.gen.next_write(n)
+        table = self.gen.next_table()
+        ledger = self.run.ledgers[table]
+        stmt = self.gen.next_write(table, ledger.next_wseq(self.account.user))
         idx = ledger.begin(self.account.user, stmt.op, stmt.pk, stmt.values, owner=stmt.owner, group=stmt.group)
         start = time.perf_counter()
         exc = None

@@ -1,0 +1,120 @@
+"""From the run's record to the verdict: reconcile every subscription, judge the scenarios, report."""
+from __future__ import annotations
+
+import logging
+import resource
+import time
+
+from checks.verifier import Thresholds, reconcile, verdicts
+
+from . import report as report_mod
+
+log = logging.getLogger(__name__)
+
+
+def thresholds_from(options, accepted_known) -> Thresholds:
+    return Thresholds(latency_ms=options.latency_threshold_ms, latency_percentile=options.latency_quantile * 100.0,
+                      latency_from=options.latency_from, high_frequency_min=options.min_high_frequency,
+                      accepted_known=accepted_known)
+
+
+def counters_by_key(sessions, raw: dict | None) -> dict | None:
+    """system.live rows keyed (user, subscription id) → the verifier's "listener/subscription_id" keys.
+    A subscription listed more than once (a zombie, or a resume the server did not clean up) has no
+    single counter to compare, so it is left out and the verifier calls its L7 evidence missing."""
+    if raw is None:
+        return None
+    out = {}
+    for s in sessions:
+        for sid, st in s.subs.items():
+            values = raw.get((s.account.user, sid))
+            if values and len(values) == 1:
+                out[st.log.info.key] = values[0]
+    return out
+
+
+def verify_and_report(run, raw_counters) -> dict:
+    t0 = time.time()
+    o = run.options
+    results = []
+    for s in run.sessions:
+        for st in s.subs.values():
+            r = reconcile(run.ledgers[st.spec.table.key], st.log)
+            if s.vanished:
+                r.vanished = True
+            results.append(r)
+    counters = counters_by_key(run.sessions, raw_counters)
+    flags = dict(run.flags)
+    missing = [f for f in run.failed_listeners] + [f"{s.account.user}: {s.vanished}" for s in run.sessions if s.vanished]
+    never_started = max(0, o.listeners - len(run.sessions))
+    if never_started:
+        missing.append(f"{never_started} listener user(s) never started")
+    run_flags = {"drain_timed_out": bool(flags.get("drain_timed_out")),
+                 "ledger_partial": bool(flags.get("interrupted") or flags.get("setup_error")),
+                 "missing_listeners": missing}
+    scen = {}
+    if flags.get("setup_error"):
+        notes = [f"set-up failed: {flags['setup_error']}"]
+    else:
+        notes = []
+        v = verdicts(list(run.ledgers.values()), results, counters, run_flags, thresholds_from(o, run.accepted_known))
+        scen = {k: x.to_dict() for k, x in v.items()}
+    if flags.get("interrupted"):
+        notes.append("run interrupted (Ctrl-C / SIGTERM / set-up failure): evidence is partial")
+        for x in scen.values():
+            if x["verdict"] == "pass":
+                x["verdict"] = "inconclusive"
+                x["figure"] += " (run interrupted)"
+    if flags.get("barrier_timed_out"):
+        notes.append("start barrier timed out: some listeners subscribed after writers started")
+    for m in missing:
+        notes.append(f"listener without complete evidence: {m}")
+    writes = {}
+    for key, led in run.ledgers.items():
+        writes[key] = led.counts()
+    span = max(1e-9, (run.writing_stopped_at or time.time()) - (run.writing_started_at or run.started_at or time.time()))
+    acked = sum(c.get("ack", 0) for t in writes.values() for c in t.values()) if writes else 0
+    deliveries = sum(st.received for s in run.sessions for st in s.subs.values())
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    figures = {
+        "writes": writes,
+        "writes_acknowledged_per_second": round(acked / span, 1),
+        "change_messages_received": deliveries,
+        "change_messages_per_second": round(deliveries / span, 1),
+        "writing_seconds": round(span, 3),
+        "disconnects_unexpected": _sum_dicts(s.disconnects for s in run.sessions),
+        "forced_reconnects": sum(s.forced_reconnects for s in run.sessions),
+        "resumes": sum(s.resumes for s in run.sessions),
+        "malformed_frames": sum(s.malformed for s in run.sessions),
+        "generator_cpu_seconds": round(ru.ru_utime + ru.ru_stime, 2),
+        "generator_max_rss_mb": round(ru.ru_maxrss / 1024, 1),
+        "verification_seconds": None,
+    }
+    if "SC-054" in scen:
+        d = scen["SC-054"].get("details", {})
+        figures["latency_ms"] = {k: d[k] for k in ("sent", "ack", "commit") if k in d}
+    run_info = {
+        "run_id": run.prov.run_id if run.prov else None,
+        "namespace": run.prov.namespace if run.prov else None,
+        "host": run.base_url,
+        "workload": run.workload,
+        "writers": o.writers, "listeners": o.listeners, "write_rate": o.write_rate, "op_mix": o.op_mix,
+        "reconnect_every": o.reconnect_every, "latency_from": o.latency_from,
+        "accepted_known": sorted(run.accepted_known),
+        "started_at": run.started_at, "writing_started_at": run.writing_started_at,
+        "writing_stopped_at": run.writing_stopped_at, "finished_at": time.time(),
+        "flags": flags,
+        "server_stats_at_end": run.server_stats_at_end,
+    }
+    figures["verification_seconds"] = round(time.time() - t0, 3)
+    rep = report_mod.build(run_info, scen, figures, [r.to_dict() for r in results], notes)
+    report_mod.emit(rep, o.report_json)
+    return rep
+
+
+def _sum_dicts(dicts) -> dict:
+    out: dict = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[str(k)] = out.get(str(k), 0) + v
+    return out
