@@ -179,6 +179,8 @@ class SubscriptionResult:
             "unknown_missing", "unknown_delivered", "lost_last_epoch", "content_checked",
             "never_ready", "vanished", "samples")}
         d["lost"], d["duplicated"] = self.lost, self.duplicated
+        d["expected"], d["wrong_values"], d["wrong_kind"] = self.expected, self.wrong_values, self.wrong_kind
+        d["unexpected_total"], d["out_of_order_total"] = self.unexpected_total, self.out_of_order_total
         d["latency_ms"] = {s: h.summary_ms() for s, h in self.latency.items()}
         return d
 

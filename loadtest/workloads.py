@@ -7,6 +7,7 @@ columns. The verifier identifies every arrival from ``writer`` and ``n`` alone.
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 
 from checks.model import OP_DELETE, OP_INSERT, OP_UPDATE
@@ -59,9 +60,9 @@ def messages_table(ns: str) -> TableSpec:
         ddl=(
             f"CREATE USER TABLE IF NOT EXISTS {ns}.messages ("
             "id TEXT PRIMARY KEY, conversation TEXT NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL, "
-            "writer TEXT NOT NULL, n BIGINT NOT NULL, created_at TIMESTAMP DEFAULT NOW())"
+            "writer TEXT NOT NULL, n BIGINT NOT NULL, created_at TIMESTAMP NOT NULL)"
         ),
-        content_columns=("conversation", "role", "content"),
+        content_columns=("conversation", "role", "content", "created_at"),
     )
 
 
@@ -227,12 +228,13 @@ class WriteGenerator:
             streamed = self.stream_tokens > 0 and self.rng.random() < 0.5
             role = "assistant" if streamed else "user"
             content = self.TOKENS[0] if streamed else f"question {n} for {human}"
+            # created_at is the agent's own clock (µs): the listener must get exactly this timestamp back
             values = {"conversation": conversation_of(human), "role": role, "content": content,
-                      "writer": self.writer, "n": n}
+                      "created_at": int(time.time() * 1_000_000), "writer": self.writer, "n": n}
             return Statement(
-                f"EXECUTE AS USER '{human}' (INSERT INTO {ns}.messages (id, conversation, role, content, writer, n) "
-                "VALUES ($1, $2, $3, $4, $5, $6))",
-                [pk, values["conversation"], role, content, self.writer, n], OP_INSERT, pk, values,
+                f"EXECUTE AS USER '{human}' (INSERT INTO {ns}.messages (id, conversation, role, content, created_at, "
+                "writer, n) VALUES ($1, $2, $3, $4, $5, $6, $7))",
+                [pk, values["conversation"], role, content, values["created_at"], self.writer, n], OP_INSERT, pk, values,
                 owner=human, group=values["conversation"], name="chat INSERT")
         pk = self.rng.choice(list(live))
         human, old = live[pk]
