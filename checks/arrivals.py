@@ -223,6 +223,20 @@ class ArrivalLog:
         for row in batch.rows:
             self.record_row(KIND_SNAPSHOT, row, None, None, t)
 
+    # ------------------------------------------------------------------ clocks
+    def shift_times(self, delta: float) -> None:
+        """Add `delta` seconds to every time of this log (arrivals, epochs, end; NaN stays NaN): puts
+        a log recorded on one machine on another machine's clock (distributed runs)."""
+        if not delta:
+            return
+        self.t_recv = array("d", [t + delta for t in self.t_recv])
+        for ep in self.epochs:
+            ep.t_subscribed += delta
+            ep.t_ready += delta
+            ep.t_disconnected += delta
+            ep.t_last_arrival += delta
+        self.t_finished += delta
+
     # ------------------------------------------------------------------ reading
     def __len__(self) -> int:
         return len(self.kind)

@@ -361,6 +361,17 @@ class WriteLedger:
                    self._digest[i], self._old_digest[i], self._prev[i], self._next[i], self._key[i],
                    self.pk(i))
 
+    # ------------------------------------------------------------------ clocks
+    def shift_times(self, delta: float) -> None:
+        """Add `delta` seconds to every t_sent and t_ack (NaN stays NaN): puts a ledger recorded on
+        one machine on another machine's clock (distributed runs: delta = that machine's offset)."""
+        if not delta:
+            return
+        for name in ("_t_sent", "_t_ack"):
+            col = getattr(self, name)
+            setattr(self, name, array("d", [t + delta for t in col]))
+        self._mutations += 1
+
     # ------------------------------------------------------------------ shipping and merging
     def to_bytes(self) -> bytes:
         """Compact serialisation: a JSON header then the raw columns (native byte order)."""

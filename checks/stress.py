@@ -43,7 +43,7 @@ __all__ = [
     "MB", "PASS", "FAIL", "INCONCLUSIVE", "SKIPPED", "Sample", "series", "window", "baseline_level",
     "max_gap", "linear_fit", "leak_estimate", "memory_growth", "memory_release", "cpu_under_load",
     "subscription_leaks", "query_latency", "flush_buildup", "subscription_health", "storage_bound",
-    "ws_uptime", "degradation", "generator_saturation", "nearest_rank",
+    "ws_uptime", "degradation", "generator_saturation", "nearest_rank", "sustained_load",
 ]
 
 MB = 1024 * 1024
@@ -346,6 +346,41 @@ def memory_growth(times: Sequence[float], values: Sequence[float], *, load_start
               f"{_leak_text(leak)}")
     failed = peak_pct >= threshold_pct or (fail_on_leak and leak["leak"] is True)
     return _verdict(id, title, FAIL if failed else PASS, figure, round(peak_pct, 3), thr, details)
+
+
+# ------------------------------------------------------------------------------------------------
+# S2: writers + listeners for 5 minutes
+# ------------------------------------------------------------------------------------------------
+
+def sustained_load(memory: Mapping, *, duration_s: float, min_duration_s: float = 300.0,
+                   unexpected_disconnects: int = 0, lost: int | None = 0, expected: int | None = None,
+                   id: str = "S2", title: str = "writers + listeners sustained: no dropped connection, "
+                   "every change delivered") -> dict:
+    """S2 combines three facts over the whole load: no unexpected disconnect (``unexpected_disconnects``),
+    every change delivered (``lost`` deliveries of acknowledged writes, from the live-query verifier;
+    None = unknown), and memory that holds (``memory``: the :func:`memory_growth` verdict with
+    ``min_duration_s`` applied, SC-056).  Any of them failing fails S2; a load shorter than
+    ``min_duration_s`` or unknown delivery is inconclusive otherwise."""
+    thr = (f"≥ {min_duration_s:g} s, 0 unexpected disconnects, 0 lost, memory {memory.get('threshold')}")
+    parts = [f"{duration_s:.0f} s of load", f"{unexpected_disconnects} unexpected disconnect(s)",
+             "delivery unknown" if lost is None else
+             f"{lost:,} lost of {expected:,} expected deliveries" if expected is not None else f"{lost:,} lost",
+             f"memory: {memory.get('figure')}"]
+    details = {"duration_s": duration_s, "min_duration_s": min_duration_s,
+               "unexpected_disconnects": unexpected_disconnects, "lost": lost, "expected": expected,
+               "memory": {k: memory.get(k) for k in ("verdict", "value", "details")}}
+    figure = "; ".join(parts)
+    failures = [name for name, bad in (("disconnects", unexpected_disconnects > 0), ("lost", (lost or 0) > 0),
+                                        ("memory", memory.get("verdict") == FAIL)) if bad]
+    details["failures"] = failures
+    if failures:
+        return _verdict(id, title, FAIL, figure, len(failures), thr, details)
+    if duration_s < min_duration_s:
+        return _verdict(id, title, INCONCLUSIVE, f"load ran {duration_s:.0f} s (need {min_duration_s:g} s); "
+                        + figure, None, thr, details)
+    if lost is None or memory.get("verdict") != PASS:
+        return _verdict(id, title, INCONCLUSIVE, figure, None, thr, details)
+    return _verdict(id, title, PASS, figure, 0, thr, details)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ SEQ_EPOCH_MS = 1704067200000  # _seq = (ms since 2024-01-01 UTC) << 22 | ... (pr
 
 
 class SubscriptionState:
-    __slots__ = ("spec", "log", "last_seq", "ready", "failed", "received", "expect_batch", "max_n")
+    __slots__ = ("spec", "log", "last_seq", "ready", "failed", "received", "expect_batch", "max_n", "epoch_received")
 
     def __init__(self, spec, arrival_log):
         self.spec = spec
@@ -35,6 +35,7 @@ class SubscriptionState:
         self.ready = False
         self.failed = None  # error text when the server refused the subscription
         self.received = 0
+        self.epoch_received = 0  # change messages received on the current connection (what system.live counts)
         self.expect_batch = False
         self.max_n = {}  # writer -> highest n seen: lets the drain stop as soon as everything is in
 
@@ -58,6 +59,11 @@ class ListenerSession:
         self.forced = False
         self.vanished: str | None = None  # why the session lost its subscriptions for good
         self.disconnects: dict = {}  # close code -> count (unexpected ones)
+        # every disconnect, expected (forced reconnect, our close) or not: {"t", "code", "listener",
+        # "expected", "down_s"}; down_s is set when the session is back (or at close) for SC-057
+        self.disconnect_log: list[dict] = []
+        self.first_ready_at = None
+        self.closed_at = None
         self.forced_reconnects = 0
         self.resumes = 0
         self.malformed = 0
@@ -86,6 +92,7 @@ class ListenerSession:
             else:
                 options = {"batch_size": self.batch_size} if self.batch_size > 0 else None
             st.expect_batch = options is not None
+            st.epoch_received = 0
             st.log.subscribed(time.time(), resume_from=options["from"] if resume else None)
             self.conn.subscribe(sid, st.spec.sql, options)
 
@@ -104,6 +111,7 @@ class ListenerSession:
         self._open()
         self._subscribe_all(resume=False)
         self._wait_ready(timeout)
+        self.first_ready_at = time.time()
         self.reader = gevent.spawn(self._read_loop)
 
     # ---- reading -------------------------------------------------------------------------------------------
@@ -120,6 +128,7 @@ class ListenerSession:
                 return True
             st.log.record_row(kind, ev.row, ev.old, ev.seq, ev.received_at)
             st.received += 1
+            st.epoch_received += 1
             src = ev.row if ev.row is not None else ev.old
             if src is not None:
                 try:
@@ -205,6 +214,9 @@ class ListenerSession:
             now = time.time()
             for st in self.subs.values():
                 st.log.disconnected(now)
+            record = {"t": now, "code": ev.code, "listener": self.account.user, "expected": self.forced,
+                      "down_s": None}
+            self.disconnect_log.append(record)
             if self.forced:
                 self.forced = False
                 pause = getattr(self.run.options, "reconnect_pause", 0.0)
@@ -215,7 +227,9 @@ class ListenerSession:
                 log.warning("listener %s: connection closed unexpectedly (code %s %s); resuming",
                             self.account.user, ev.code, ev.reason)
             if not self._resume():
+                record["down_s"] = time.time() - now
                 return
+            record["down_s"] = time.time() - now
 
     def _resume(self) -> bool:
         delay = 0.2
@@ -251,6 +265,10 @@ class ListenerSession:
 
     def close(self) -> None:
         self.closing = True
+        self.closed_at = time.time()
+        for record in self.disconnect_log:
+            if record["down_s"] is None:  # still away when the run closed the session
+                record["down_s"] = self.closed_at - record["t"]
         if self.conn is not None:
             try:
                 self.conn.close()

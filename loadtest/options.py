@@ -54,6 +54,63 @@ def add_arguments(parser) -> None:
                    help="server config (KalamDB TOML) for the built-in stand-in; default config/loadtest-server.toml")
     g.add_argument("--cleanup", action="store_true", default=False,
                    help="drop the run's namespace at the end (each run uses its own namespace anyway)")
+    add_stress_arguments(g)
+
+
+def _opt_float(text):
+    """A float, or None for "" / "none" (an option that is off unless given)."""
+    if text is None or str(text).strip().lower() in ("", "none", "off"):
+        return None
+    return float(text)
+
+
+def add_stress_arguments(g) -> None:
+    """Stress, memory and stability (scenarios S1-S10, SC-057; ../shared/scenarios.md Family 2). Every
+    threshold defaults to the specification's figure; profiles/short.conf and profiles/spec.conf set them."""
+    g.add_argument("--stress", action="store_true", default=False,
+                   help="judge S1-S10 and SC-057: monitor the server, probe for leaked subscriptions, keep "
+                        "sampling through a release window (off: they are reported as skipped)")
+    g.add_argument("--readers", type=int, default=0,
+                   help="reader users issuing simple SELECTs during the load (S6, and S3's 'still answers queries')")
+    g.add_argument("--reader-rate", type=float, default=5.0, help="SELECTs per second per reader")
+    g.add_argument("--monitor-interval", type=float, default=2.0,
+                   help="seconds between samples of the server (system.stats, psutil) and of the subscriptions")
+    g.add_argument("--warmup", type=float, default=30.0,
+                   help="seconds of load excluded as warm-up; the memory baseline is taken after it")
+    g.add_argument("--baseline-window", type=float, default=30.0,
+                   help="seconds after the warm-up whose median memory is the baseline")
+    g.add_argument("--release-window", type=float, default=60.0,
+                   help="S5: after the writers stop (and the drain), keep sampling this long; memory must be "
+                        "back within --memory-release-pct of the baseline within it")
+    g.add_argument("--memory-growth-pct", type=float, default=10.0, help="S1/S2/S7: largest memory growth over baseline")
+    g.add_argument("--memory-release-pct", type=float, default=5.0, help="S5: memory back within this %% of baseline")
+    g.add_argument("--leak-slope-mb-per-min", type=float, default=0.5,
+                   help="S1/S2: smallest significant memory slope called a leak")
+    g.add_argument("--rows-per-writer", type=int, default=10_000,
+                   help="S1: rows each writer must have inserted for S1 to be judged at full load")
+    g.add_argument("--sustained-min-duration", type=float, default=300.0,
+                   help="S2: seconds of load needed (10 writers + 20 listeners for 5 min)")
+    g.add_argument("--cpu-threshold-pct", type=float, default=80.0, help="S3: highest average server CPU")
+    g.add_argument("--cpu-cores", type=int, default=0,
+                   help="S3: what 100 %% CPU means: 0 = every core of the server's machine (share of the "
+                        "machine), 1 = one core (as top shows a process), N = N cores")
+    g.add_argument("--target-write-rate", type=float, default=1000.0,
+                   help="S3: acknowledged inserts per second the run must reach for S3 to pass")
+    g.add_argument("--query-p95-ms", type=float, default=500.0, help="S6: p95 of SELECT latency under load")
+    g.add_argument("--flush-every", type=float, default=30.0,
+                   help="S7: run STORAGE FLUSH TABLE on every table of the run this often during the load (0 = never)")
+    g.add_argument("--stall-seconds", type=float, default=10.0,
+                   help="S8: a subscription receiving nothing this long while its changes counter grows is stalled "
+                        "(also how long a counter drift must last)")
+    g.add_argument("--storage-bound-mb", type=_opt_float, default=None,
+                   help="S9: storage-engine memory bound in MB (system.stats figures); none = S9 skipped")
+    g.add_argument("--uptime-min-notifications", type=int, default=100_000,
+                   help="SC-057: notifications needed to judge WebSocket uptime")
+    g.add_argument("--uptime-min", type=float, default=0.999, help="SC-057: smallest WebSocket uptime share")
+    g.add_argument("--leak-probe", type=int, default=50,
+                   help="S4: subscriptions the leak probe opens at the end of the load (half are closed); 0 = no probe")
+    g.add_argument("--leak-grace", type=float, default=5.0,
+                   help="S4: seconds between closing the probe's subscriptions and reading system.live")
 
 
 def parse_accept_known(text: str) -> frozenset:

@@ -49,7 +49,7 @@ def _start_standin(o):
 
 @events.init.add_listener
 def _on_init(environment, **_kw):
-    from users import ListenerUser, WriterUser
+    from users import ListenerUser, ReaderUser, WriterUser
 
     from .run import AdminCredentials
 
@@ -58,9 +58,11 @@ def _on_init(environment, **_kw):
         return
     WriterUser.fixed_count = o.writers
     ListenerUser.fixed_count = o.listeners
-    wanted = o.writers + o.listeners
+    ReaderUser.fixed_count = o.readers
+    wanted = o.writers + o.listeners + o.readers
     if getattr(o, "num_users", None) and o.num_users < wanted:
-        log.warning("-u %d is below --writers + --listeners = %d: some users will not run", o.num_users, wanted)
+        log.warning("-u %d is below --writers + --listeners + --readers = %d: some users will not run",
+                    o.num_users, wanted)
     from locust.runners import WorkerRunner
 
     if isinstance(environment.runner, WorkerRunner):
@@ -81,7 +83,9 @@ def _on_test_start(environment, **_kw):
 
     if _state["admin"] is None:
         return
-    run = Run(environment, environment.host, _state["admin"])
+    from .distributed import run_class
+
+    run = run_class(environment)(environment, environment.host, _state["admin"])  # master: distributed run
     _state["run"] = run
     try:
         run.start()
@@ -116,3 +120,9 @@ def _on_quitting(environment, **_kw):
         if proc is not None:
             proc.__exit__(None, None, None)
             _state["standin"] = None
+
+
+# What people see: the web UI's verification view, the progress line, the HTML and JUnit reports.
+# Imported last so that its event listeners run after the ones above (the run exists at its test_start).
+from . import observe  # noqa: E402,F401
+from . import distributed  # noqa: E402,F401  (master/worker mode: loadtest/distributed.py)

@@ -31,6 +31,8 @@ class Provisioned:
     writers: list[Account]
     listeners: list[Account]
     tables: list
+    readers: list[Account] = field(default_factory=list)  # ReaderUser (S6): role service
+    probe: Account | None = None  # the S4 leak probe's subscriber: role user
 
 
 def new_run_id() -> str:
@@ -60,7 +62,8 @@ def _tolerate_exists(http, sql: str) -> None:
             raise
 
 
-def provision(http, workload: str, writers: int, listeners: int, run_id: str | None = None) -> Provisioned:
+def provision(http, workload: str, writers: int, listeners: int, run_id: str | None = None, *,
+              readers: int = 0, probe: bool = False) -> Provisioned:
     """Create namespace, tables and users for one run. ``http`` is a KalamHttp logged in as an admin."""
     run_id = run_id or new_run_id()
     ns = f"lt_{run_id}"
@@ -73,11 +76,15 @@ def provision(http, workload: str, writers: int, listeners: int, run_id: str | N
     l_accounts = [Account(f"h{i:02d}_{run_id}", secrets.token_urlsafe(12)) for i in range(1, listeners + 1)]
     for acc in w_accounts:
         _tolerate_exists(http, f"CREATE USER {acc.user} WITH PASSWORD '{acc.password}' ROLE service")
-    for acc in l_accounts:
+    r_accounts = [Account(f"r{i:02d}_{run_id}", secrets.token_urlsafe(12)) for i in range(1, readers + 1)]
+    p_account = Account(f"p01_{run_id}", secrets.token_urlsafe(12)) if probe else None
+    for acc in l_accounts + ([p_account] if p_account else []):
         _tolerate_exists(http, f"CREATE USER {acc.user} WITH PASSWORD '{acc.password}' ROLE user")
+    for acc in r_accounts:
+        _tolerate_exists(http, f"CREATE USER {acc.user} WITH PASSWORD '{acc.password}' ROLE service")
     log.info("run %s: namespace %s, %d writers, %d listeners, tables %s", run_id, ns, writers, listeners,
              [t.key for t in tables])
-    return Provisioned(run_id, ns, w_accounts, l_accounts, tables)
+    return Provisioned(run_id, ns, w_accounts, l_accounts, tables, r_accounts, p_account)
 
 
 def cleanup(http, prov: Provisioned) -> None:

@@ -87,11 +87,13 @@ class Run:
         self.admin_http = None
         self._next_writer = 0
         self._next_listener = 0
+        self._next_reader = 0
         self._tokens: dict[str, str] = {}
         self._token_lock = threading.Lock()
         self.flags: dict = {}
         self._last_acked = None
         self.server_stats_at_end = None
+        self.stress = None  # loadtest.stress.StressRecorder with --stress
 
     # ---- set-up --------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -100,7 +102,14 @@ class Run:
         self.auth_bucket.acquire()
         prov_mod.with_rate_limit_retry(lambda: self.admin_http.login(self.admin.user, self.admin.password),
                                        what="admin login")
-        self.prov = prov_mod.provision(self.admin_http, self.workload, self.options.writers, self.options.listeners)
+        o = self.options
+        self.prov = prov_mod.provision(self.admin_http, self.workload, o.writers, o.listeners,
+                                       readers=o.readers, probe=o.stress and o.leak_probe > 0)
+        if o.stress:
+            from .stress import StressRecorder
+
+            self.stress = StressRecorder(self)
+            self.stress.start()
         if self.expected_listeners == 0:
             self._open_barrier("no listeners")
         else:
@@ -118,6 +127,14 @@ class Run:
             return None
         acc = self.prov.listeners[self._next_listener]
         self._next_listener += 1
+        return acc
+
+    def claim_reader(self):
+        readers = self.prov.readers if self.prov else []
+        if self._next_reader >= len(readers):
+            return None
+        acc = readers[self._next_reader]
+        self._next_reader += 1
         return acc
 
     @property
@@ -173,6 +190,8 @@ class Run:
         if not self.writers_may_start.is_set():
             log.info("writers start: %s", why)
             self.writing_started_at = time.time()
+            if self.stress is not None:
+                self.stress.load_started(self.writing_started_at)
             self.writers_may_start.set()
 
     # ---- end of run ----------------------------------------------------------------------------------------
@@ -255,6 +274,8 @@ class Run:
         self.writing_stopped_at = time.time()
         self.writers_may_start.set()  # release writers still waiting, so they end
         self.flags["interrupted"] = interrupted
+        if self.stress is not None:
+            self.stress.load_ended(self.writing_stopped_at)
         if not interrupted and self.sessions:
             self._drain()
         now = time.time()
@@ -262,9 +283,15 @@ class Run:
             for st in s.subs.values():
                 st.log.finished(now)
         counters = self._read_counters() if self.sessions and not interrupted else None
+        if self.stress is not None:
+            self.stress.stop_sampling()
+            if not interrupted:
+                self.stress.leak_probe()  # S4, while the listeners are still connected
         self.server_stats_at_end = self._read_stats()
         for s in self.sessions:
             s.close()
+        if self.stress is not None:
+            self.stress.release(interrupted)  # S5: keep sampling through the release window
         self.report = verify_and_report(self, counters)
         if self.options.cleanup and self.prov is not None:
             prov_mod.cleanup(self.admin_http, self.prov)

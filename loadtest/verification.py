@@ -8,6 +8,7 @@ import time
 from checks.verifier import Thresholds, reconcile, verdicts
 
 from . import report as report_mod
+from . import report_files
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +37,15 @@ def counters_by_key(sessions, raw: dict | None) -> dict | None:
 def verify_and_report(run, raw_counters) -> dict:
     t0 = time.time()
     o = run.options
-    results = []
-    for s in run.sessions:
-        for st in s.subs.values():
-            r = reconcile(run.ledgers[st.spec.table.key], st.log)
-            if s.vanished:
-                r.vanished = True
-            results.append(r)
+    results = getattr(run, "remote_results", None)  # distributed: reconciled on the workers
+    if results is None:
+        results = []
+        for s in run.sessions:
+            for st in s.subs.values():
+                r = reconcile(run.ledgers[st.spec.table.key], st.log)
+                if s.vanished:
+                    r.vanished = True
+                results.append(r)
     counters = counters_by_key(run.sessions, raw_counters)
     flags = dict(run.flags)
     missing = [f for f in run.failed_listeners] + [f"{s.account.user}: {s.vanished}" for s in run.sessions if s.vanished]
@@ -50,7 +53,7 @@ def verify_and_report(run, raw_counters) -> dict:
     if never_started:
         missing.append(f"{never_started} listener user(s) never started")
     run_flags = {"drain_timed_out": bool(flags.get("drain_timed_out")),
-                 "ledger_partial": bool(flags.get("interrupted") or flags.get("setup_error")),
+                 "ledger_partial": bool(flags.get("interrupted") or flags.get("setup_error") or flags.get("ledger_partial")),
                  "missing_listeners": missing}
     scen = {}
     if flags.get("setup_error"):
@@ -59,6 +62,21 @@ def verify_and_report(run, raw_counters) -> dict:
         notes = []
         v = verdicts(list(run.ledgers.values()), results, counters, run_flags, thresholds_from(o, run.accepted_known))
         scen = {k: x.to_dict() for k, x in v.items()}
+        if run.stress is not None:
+            try:
+                scen.update(run.stress.verdicts(results))
+            except Exception as exc:  # a bug in the stress evidence must not lose the report
+                log.exception("stress verdicts failed")
+                from .stress import STRESS_IDS, TITLES
+
+                for sid in STRESS_IDS:
+                    scen[sid] = {"id": sid, "title": TITLES[sid], "verdict": "inconclusive",
+                                 "figure": f"stress verdicts failed: {type(exc).__name__}: {exc}", "value": None,
+                                 "threshold": None, "details": {}}
+        else:
+            from .stress import skipped_verdicts
+
+            scen.update(skipped_verdicts())
     if flags.get("interrupted"):
         notes.append("run interrupted (Ctrl-C / SIGTERM / set-up failure): evidence is partial")
         for x in scen.values():
@@ -106,10 +124,37 @@ def verify_and_report(run, raw_counters) -> dict:
         "flags": flags,
         "server_stats_at_end": run.server_stats_at_end,
     }
+    if run.stress is not None:
+        run_info["stress"] = _stress_settings(o)
+        gen = scen.get("GEN", {})
+        if gen.get("verdict") == "warning":
+            notes.append(f"load generator saturated: {gen.get('figure')} — latency figures (S6, SC-054) "
+                         "partly measure this process")
     figures["verification_seconds"] = round(time.time() - t0, 3)
+    dist = run.distributed_report(scen, notes) if hasattr(run, "distributed_report") else None
     rep = report_mod.build(run_info, scen, figures, [r.to_dict() for r in results], notes)
+    if dist is not None:
+        rep["distributed"] = dist
+    if run.stress is not None:
+        try:
+            rep["monitor"] = run.stress.monitor_report()
+        except Exception as exc:
+            log.exception("monitor report failed")
+            rep["monitor"] = {"error": f"{type(exc).__name__}: {exc}"}
     report_mod.emit(rep, o.report_json)
+    report_files.emit_files(run, rep)  # HTML + JUnit beside the JSON (never raises)
     return rep
+
+
+STRESS_OPTIONS = ("readers", "reader_rate", "monitor_interval", "warmup", "baseline_window", "release_window",
+                  "memory_growth_pct", "memory_release_pct", "leak_slope_mb_per_min", "rows_per_writer",
+                  "sustained_min_duration", "cpu_threshold_pct", "cpu_cores", "target_write_rate", "query_p95_ms",
+                  "flush_every", "stall_seconds", "storage_bound_mb", "uptime_min_notifications", "uptime_min",
+                  "leak_probe", "leak_grace")
+
+
+def _stress_settings(o) -> dict:
+    return {k: getattr(o, k, None) for k in STRESS_OPTIONS}
 
 
 def _sum_dicts(dicts) -> dict:

@@ -254,7 +254,11 @@ class Store:
             main = os.path.getsize(self.path)
         except OSError:
             main = 0
+        # page-cache memory, estimated: the cache holds at most cache_size pages (negative = KiB) and
+        # never more than the database has; what S9 reads as the storage engine's memory
+        cache_pages = cache_size if cache_size >= 0 else (-cache_size * 1024) // max(1, page_size)
         return {
+            "sqlite_page_cache_mem_bytes": min(page_count, cache_pages) * page_size,
             "sqlite_page_size_bytes": page_size,
             "sqlite_page_count": page_count,
             "sqlite_freelist_pages": freelist,

@@ -48,9 +48,13 @@ class RunResult:
 
 def run_locust(tmp_path, *args, faults: dict | None = None, run_time: str = "6s", small: bool = True,
                env: dict | None = None, timeout: float = 120, interrupt_after: float | None = None) -> RunResult:
-    report = Path(tmp_path) / f"verdict-{time.monotonic_ns()}.json"
+    stamp = time.monotonic_ns()
+    report = Path(tmp_path) / f"verdict-{stamp}.json"
     cmd = [sys.executable, "-m", "locust", "-f", str(REPO / "locustfile.py"), "--config", str(REPO / "locust.conf"),
-           "--headless", "-t", run_time, "--report-json", str(report), "--only-summary"]
+           "--headless", "-t", run_time, "--report-json", str(report), "--only-summary",
+           # the HTML and JUnit reports beside the JSON one (a test's own --report-html/--report-junit wins)
+           "--report-html", str(Path(tmp_path) / f"report-{stamp}.html"),
+           "--report-junit", str(Path(tmp_path) / f"junit-{stamp}.xml")]
     if small:
         cmd += SMALL
     for key, value in (faults or {}).items():

@@ -50,3 +50,27 @@ def test_compose_locust_command_parses_with_the_load_tests_options():
                           cwd=REPO / "deploy", capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "WriterUser" in proc.stdout and "ListenerUser" in proc.stdout
+
+
+def test_worker_service_joins_the_master_and_needs_no_secret():
+    c = load()
+    master, worker = c["services"]["locust"], c["services"]["worker"]
+    margs, wargs = locust_args(master), locust_args(worker)
+    assert "--master" in margs and "--worker" in wargs
+    port = margs[margs.index("--master-bind-port") + 1]
+    assert wargs[wargs.index("--master-host") + 1] == "locust"          # the master's service name
+    assert wargs[wargs.index("--master-port") + 1] == port
+    assert "locust" in worker["depends_on"]
+    assert not worker.get("ports")                                       # `--scale worker=N` needs no port
+    # workers get options, server URL and accounts from the master: no secret in their environment
+    assert not any("PASSWORD" in k or "SECRET" in k for k in (worker.get("environment") or {}))
+    assert worker["image"] == master["image"] and worker["volumes"] == master["volumes"]
+
+
+def test_compose_worker_command_parses():
+    args = locust_args(load()["services"]["worker"])
+    args = [a.replace("/app/", str(REPO) + "/") for a in args]
+    proc = subprocess.run([sys.executable, "-m", "locust", *args, "--list"],
+                          cwd=REPO / "deploy", capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "WriterUser" in proc.stdout and "ListenerUser" in proc.stdout

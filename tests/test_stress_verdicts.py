@@ -506,3 +506,28 @@ def test_every_verdict_has_the_common_shape():
         assert set(v) == {"id", "title", "verdict", "figure", "value", "threshold", "details"}
         assert v["verdict"] in ("pass", "fail", "inconclusive", "skipped")
         json.dumps(v, allow_nan=False)  # goes into the JSON report as it is
+
+
+# ------------------------------------------------------------------------------------------------
+# S2: sustained load (composition of memory, disconnects and delivery)
+# ------------------------------------------------------------------------------------------------
+
+def _memory(verdict):
+    return {"verdict": verdict, "figure": "peak +1.0 %", "threshold": "< 10 %", "value": 1.0, "details": {}}
+
+
+def test_sustained_load_passes_only_with_enough_time_no_disconnect_and_no_loss():
+    from checks.stress import sustained_load
+
+    ok = sustained_load(_memory("pass"), duration_s=310, unexpected_disconnects=0, lost=0, expected=100)
+    assert ok["verdict"] == "pass"
+    short = sustained_load(_memory("pass"), duration_s=40, unexpected_disconnects=0, lost=0)
+    assert short["verdict"] == "inconclusive" and "need 300" in short["figure"]
+    dropped = sustained_load(_memory("pass"), duration_s=40, unexpected_disconnects=2, lost=0)
+    assert dropped["verdict"] == "fail" and dropped["details"]["failures"] == ["disconnects"]
+    lost = sustained_load(_memory("pass"), duration_s=310, lost=3, expected=100)
+    assert lost["verdict"] == "fail" and "3 lost of 100" in lost["figure"]
+    grew = sustained_load(_memory("fail"), duration_s=310)
+    assert grew["verdict"] == "fail" and grew["details"]["failures"] == ["memory"]
+    unknown = sustained_load(_memory("pass"), duration_s=310, lost=None)
+    assert unknown["verdict"] == "inconclusive"

@@ -1,0 +1,662 @@
+"""What people see while a run goes on: a provisional verdict every few seconds, per-listener figures,
+time series, the server's memory and CPU, a progress line on the terminal, and (at the end) the HTML
+and JUnit reports.
+
+Hooked to Locust's events from here (imported by ``loadtest.plugin``): its own options
+(``--report-html``, ``--report-junit``, ``--live-verify-interval``, ``--progress-interval``), the web
+view's routes when Locust's web UI exists (``loadtest.webview``), and one :class:`Observer` per run,
+started at ``test_start`` after the run's set-up.
+
+Not stalling the listeners. Everything the listeners and writers record lives in the main thread's
+greenlets. Every ``--live-verify-interval`` seconds the observer copies what is new there (the ledgers
+as bytes, the new part of every arrival log's array columns: memcpy work, no Python loop over
+arrivals) and sends it down a pipe to its own process (``loadtest.live_worker``), which keeps a replica
+of the logs, reconciles every subscription, judges the scenarios and buckets the arrivals per second.
+A thread would not do: the verifier is pure Python and holds the GIL in slices of milliseconds (measured:
+event-loop stalls up to ~48 ms and p99 delivery latency 41 ms instead of 14 ms in the default run). The
+interval stretches to keep the worker busy at most ~25 % of the time on a long run (reconcile work
+grows with the record). A heartbeat greenlet measures how late the event loop wakes up
+(``health.loop_lag_ms``); the main thread's share of a provisional verification is ``health.copy_ms``.
+
+Provisional verdict. Writes sent in the last ``grace`` seconds (2 s, or 3 × the observed p99 latency,
+at most 30 s) are not yet expected (the copied logs end there); the server's counters (L7) are read
+only at the end, so L7 shows ``skipped`` until then. After the run, the view shows the final report.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections import deque
+
+import gevent
+from locust import events
+
+log = logging.getLogger(__name__)
+progress_log = logging.getLogger("loadtest.progress")
+
+_observer: dict = {"current": None}
+MB = 1024 * 1024
+
+
+def current_observer():
+    return _observer["current"]
+
+
+# ---------------------------------------------------------------------------------------- options
+@events.init_command_line_parser.add_listener
+def _add_options(parser):
+    parser.add_argument("--report-html", default="reports/report.html",
+                        help="self-contained HTML report (verdicts, settings, plots) written at the end of every run; "
+                             "empty = none")
+    parser.add_argument("--report-junit", default="reports/junit.xml",
+                        help="JUnit XML (one testcase per scenario) written at the end of every run; empty = none")
+    parser.add_argument("--live-verify-interval", type=float, default=2.0,
+                        help="seconds between provisional verifications during the run (web view, progress line); "
+                             "0 = off")
+    parser.add_argument("--progress-interval", type=float, default=5.0,
+                        help="seconds between progress lines on the terminal in headless runs; 0 = off")
+
+
+@events.init.add_listener
+def _on_init(environment, web_ui=None, **_kw):
+    ui = web_ui or getattr(environment, "web_ui", None)
+    if ui is not None and environment.parsed_options is not None:
+        from . import webview
+
+        webview.install(environment, ui)
+
+
+@events.test_start.add_listener
+def _on_test_start(environment, **_kw):
+    from .plugin import current_run
+
+    old = _observer["current"]
+    if old is not None:
+        old.stop()
+    run = current_run(environment)
+    if run is None:
+        return
+    obs = Observer(environment, run)
+    _observer["current"] = obs
+    obs.start()
+
+
+@events.quitting.add_listener
+def _on_quitting(environment, **_kw):
+    obs = _observer["current"]
+    if obs is not None:
+        obs.stop()
+
+
+# ---------------------------------------------------------------------------------------- server
+def find_server_pid(run) -> int | None:
+    """The server's pid when it runs here: the run's monitor's, else the built-in stand-in's."""
+    mon = run_monitor(run)
+    pid = getattr(mon, "server_pid", None) if mon is not None else None
+    if pid:
+        return pid
+    from . import plugin
+
+    proc = plugin._state.get("standin")
+    return getattr(proc, "pid", None) if proc is not None else None
+
+
+def run_monitor(run):
+    """The stress monitor of the run (``run.stress.monitor``, a ``loadtest.monitor.ServerMonitor``, with
+    ``--stress``) when there is one."""
+    for holder in (getattr(run, "stress", None), run):
+        mon = getattr(holder, "monitor", None) if holder is not None else None
+        if mon is not None and hasattr(mon, "samples"):
+            return mon
+    return None
+
+
+def monitor_series(mon) -> dict | None:
+    """{"t", "rss_mb", "cpu"} from a ServerMonitor's samples."""
+    try:
+        samples = mon.samples()
+    except Exception:  # the monitor is another part's: never let it break the view
+        return None
+    out = {"t": [], "rss_mb": [], "cpu": [], "source": "monitor"}
+    for s in samples:
+        rss, cpu = getattr(s, "server_rss_bytes", None), getattr(s, "server_cpu_percent", None)
+        if rss is None and cpu is None:
+            continue
+        out["t"].append(round(s.t, 3))
+        out["rss_mb"].append(None if rss is None else round(rss / MB, 2))
+        out["cpu"].append(None if cpu is None else round(cpu, 1))
+    return out
+
+
+# ---------------------------------------------------------------------------------------- observer
+class Observer:
+    def __init__(self, environment, run):
+        from .timeseries import TimeSeries
+
+        self.env = environment
+        self.run = run
+        o = environment.parsed_options
+        self.options = o
+        self.interval = float(getattr(o, "live_verify_interval", 2.0) or 0.0)
+        self.progress_interval = float(getattr(o, "progress_interval", 5.0) or 0.0)
+        self.headless = bool(getattr(o, "headless", False))
+        self.latency_from = getattr(o, "latency_from", "sent")
+        self.series = TimeSeries(self.latency_from)     # touched by the verifier thread only
+        self.series_cols: dict = self.series.columns()
+        self.histogram: dict = {}
+        self.scenarios: list = []
+        self.listeners: list = []
+        self.totals: dict = {}
+        self.provisional = True
+        self.computed_at = None
+        self.cutoff = None
+        self.server = {"t": [], "rss_mb": [], "cpu": [], "source": "psutil"}
+        self.health = {"verifications": 0, "verify_ms_last": None, "verify_ms_max": 0.0, "copy_ms_last": None,
+                       "copy_ms_max": 0.0, "loop_lag_ms": {"last": 0.0, "max": 0.0, "p99": 0.0,
+                                                          "max_during_verify": 0.0},
+                       "interval_s": self.interval, "errors": 0, "last_error": None}
+        self._lags: deque = deque(maxlen=1200)
+        self._verifying = False
+        self._greenlets: list = []
+        self._stopped = False
+        self._final_done = False
+        self._pid = None
+        self._proc = None
+        self._next_verify_in = self.interval
+        self._worker = None
+        self._sent: dict = {}
+        self._drain_seen = None
+
+    # ---- life cycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._greenlets.append(gevent.spawn(self._heartbeat))
+        self._greenlets.append(gevent.spawn(self._sample_server))
+        if self.interval > 0:
+            self._greenlets.append(gevent.spawn(self._verify_loop))
+        if self.headless and self.progress_interval > 0:
+            self._greenlets.append(gevent.spawn(self._progress_loop))
+
+    def stop(self) -> None:
+        self._stopped = True
+        for g in self._greenlets:
+            g.kill(block=False)
+        self._greenlets = []
+        self.close_worker()
+
+    def close_worker(self) -> None:
+        w, self._worker = self._worker, None
+        if w is not None:
+            w.close()
+
+    # ---- phase ----------------------------------------------------------------------------------
+    def phase(self) -> tuple[str, str]:
+        run = self.run
+        if run.report is not None:
+            return "done", f"run finished: {run.report['summary']['verdict']}"
+        if run.flags.get("setup_error"):
+            return "failed", f"set-up failed: {run.flags['setup_error']}"
+        if run.prov is None:
+            return "setup", "setting up the namespace, tables and users"
+        if not run.finished:
+            if not run.writers_may_start.is_set():
+                return "barrier", (f"waiting for listeners: {run.ready_listeners}/{run.expected_listeners} "
+                                   f"subscribed and ready")
+            return "writing", "writers writing, listeners listening"
+        if "drain_seconds" in run.flags or run.flags.get("interrupted"):
+            mon = run_monitor(run)
+            try:
+                if mon is not None and mon.mark_time("release_start") and not mon.mark_time("release_end"):
+                    left = mon.mark_time("release_start") + getattr(self.options, "release_window", 0) - time.time()
+                    return "release", f"release window: watching server memory after the load, {max(0, left):.0f} s left"
+            except Exception:
+                pass
+            return "verifying", "reading the server's counters and verifying"
+        return "draining", self.drain_text()
+
+    def drain_status(self) -> dict:
+        """What the drain waits for: subscriptions still missing the newest acknowledged write of some
+        writer (the run's own early-exit rule), and the time left."""
+        run, o = self.run, self.options
+        now = time.time()
+        started = run.writing_stopped_at or now
+        left = max(0.0, started + o.drain_timeout - now)
+        want_all = getattr(run, "_last_acked", None)
+        waiting_subs, writers = 0, set()
+        subs = 0
+        if want_all is not None:
+            for s in run.sessions:
+                if s.vanished:
+                    continue
+                for st in s.subs.values():
+                    subs += 1
+                    spec = st.spec
+                    want = want_all.get((spec.table.key, spec.owner, spec.group), {})
+                    behind = [w for w, n in want.items() if st.max_n.get(w, 0) < n]
+                    if behind:
+                        waiting_subs += 1
+                        writers.update(behind)
+        total = sum(s.received_total() for s in run.sessions)
+        if self._drain_seen is None or self._drain_seen[0] != total:
+            self._drain_seen = (total, now)
+        quiet = now - self._drain_seen[1]
+        return {"subscriptions_waiting": waiting_subs, "subscriptions": subs, "writers_behind": len(writers),
+                "quiet_for": round(quiet, 1),
+                "seconds_left": round(left, 1), "timeout": o.drain_timeout, "quiet_needed": o.drain_quiet,
+                "known": want_all is not None}
+
+    def drain_text(self) -> str:
+        """The run's drain ends when every subscription has the newest acknowledged write of every writer
+        (then after min(0.5, --drain-quiet) s without arrivals), or after --drain-quiet s without
+        arrivals, or at --drain-timeout."""
+        d = self.drain_status()
+        left = f"{d['seconds_left']:.0f} s left of the {d['timeout']:g} s drain timeout"
+        if not d["known"]:
+            return f"draining: waiting for the last changes; {left}"
+        if d["subscriptions_waiting"]:
+            return (f"draining: waiting for {d['subscriptions_waiting']} of {d['subscriptions']} subscriptions to "
+                    f"receive the newest writes of {d['writers_behind']} writer(s); nothing new for "
+                    f"{d['quiet_for']:.0f} s (gives up after {d['quiet_needed']:g} s of quiet); {left}")
+        return (f"draining: every subscription has the newest writes; ending after "
+                f"{min(0.5, d['quiet_needed']):g} s of quiet; {left}")
+
+    # ---- heartbeat: how late does the event loop wake up? ----------------------------------------
+    def _heartbeat(self) -> None:
+        step = 0.05
+        lag = self.health["loop_lag_ms"]
+        while not self._stopped:
+            t = time.perf_counter()
+            gevent.sleep(step)
+            late = max(0.0, (time.perf_counter() - t - step) * 1000.0)
+            self._lags.append(late)
+            lag["last"] = round(late, 2)
+            if late > lag["max"]:
+                lag["max"] = round(late, 2)
+            if self._verifying and late > lag["max_during_verify"]:
+                lag["max_during_verify"] = round(late, 2)
+            if len(self._lags) >= 20 and int(t * 20) % 20 == 0:
+                xs = sorted(self._lags)
+                lag["p99"] = round(xs[min(len(xs) - 1, int(len(xs) * 0.99))], 2)
+
+    # ---- server memory / CPU ---------------------------------------------------------------------
+    def _sample_server(self) -> None:
+        import psutil
+
+        while not self._stopped and self.run.report is None:
+            if run_monitor(self.run) is None:
+                try:
+                    if self._proc is None:
+                        pid = find_server_pid(self.run)
+                        if pid:
+                            self._proc = psutil.Process(pid)
+                            self._proc.cpu_percent(None)
+                    if self._proc is not None:
+                        with self._proc.oneshot():
+                            rss = self._proc.memory_info().rss
+                            cpu = self._proc.cpu_percent(None)
+                        s = self.server
+                        s["t"].append(round(time.time(), 3))
+                        s["rss_mb"].append(round(rss / MB, 2))
+                        s["cpu"].append(round(cpu, 1))
+                except psutil.Error:
+                    self._proc = None
+            gevent.sleep(1.0)
+
+    def server_series(self) -> dict:
+        mon = run_monitor(self.run)
+        if mon is not None:
+            got = monitor_series(mon)
+            if got is not None and got["t"]:
+                return got
+        return self.server
+
+    # ---- provisional verification ----------------------------------------------------------------
+    def grace(self) -> float:
+        p99 = (self.totals.get("latency") or {}).get("p99")
+        g = 2.0 if p99 is None else 3.0 * p99 / 1000.0
+        return min(30.0, max(2.0, g))
+
+    def _verify_loop(self) -> None:
+        failures = 0
+        while not self._stopped:
+            gevent.sleep(self._next_verify_in)
+            phase, _ = self.phase()
+            if phase in ("verifying", "release", "done", "failed"):
+                self.close_worker()
+                if phase == "done":
+                    return
+                continue
+            if phase == "setup":
+                continue
+            try:
+                self.verify_once()
+                failures = 0
+            except Exception as exc:  # the view must never break the run
+                failures += 1
+                self.health["errors"] += 1
+                self.health["last_error"] = f"{type(exc).__name__}: {exc}"
+                log.warning("provisional verification failed: %s", self.health["last_error"],
+                            exc_info=failures == 1)
+                if failures >= 3:
+                    log.warning("provisional verification off for this run after 3 failures in a row "
+                                "(the final verdict is not affected)")
+                    self.close_worker()
+                    return
+
+    def snapshot(self, reset: bool = False) -> dict:
+        """The worker's request: whole ledgers (bytes), and what is new in every arrival log since the
+        last request (array slices as bytes). Built in the main thread with no greenlet switch inside,
+        so it is a consistent cut of the record; memcpy work only."""
+        from .verification import thresholds_from
+
+        run = self.run
+        now = time.time()
+        cutoff = None if run.finished else now - self.grace()
+        if reset:
+            self._sent = {}
+        logs = []
+        for s in run.sessions:
+            for st in s.subs.values():
+                lg = st.log
+                key = lg.info.key
+                start = self._sent.get(key, 0)
+                end = len(lg.kind)
+                logs.append({"key": key, "table": st.spec.table.key, "user": s.account.user,
+                             "vanished": bool(s.vanished), "info": lg.info, "start": start,
+                             "cols": {name: getattr(lg, name)[start:end].tobytes() for name in _LOG_COLUMNS},
+                             "epochs": [copy.copy(e) for e in lg.epochs], "writers": list(lg.writers),
+                             "t_finished": lg.t_finished})
+                self._sent[key] = end
+        missing = list(run.failed_listeners) + [f"{s.account.user}: {s.vanished}" for s in run.sessions
+                                                if s.vanished]
+        return {"now": now, "cutoff": cutoff, "ledgers": {k: led.to_bytes() for k, led in run.ledgers.items()},
+                "logs": logs, "missing": missing, "finished": run.finished, "reset": reset,
+                "thresholds": thresholds_from(self.options, run.accepted_known), "latency_from": self.latency_from}
+
+    def verify_once(self) -> None:
+        import pickle
+
+        if self._worker is None:
+            self._worker = WorkerProcess()
+            self._sent = {}
+        t0 = time.perf_counter()
+        snap = self.snapshot(reset=not self._sent)
+        frame = pickle.dumps(snap, protocol=pickle.HIGHEST_PROTOCOL)
+        copy_ms = (time.perf_counter() - t0) * 1000.0
+        self._verifying = True
+        t1 = time.perf_counter()
+        try:
+            out = self._worker.call(frame)
+            if out.get("error") == "resync":
+                out = self._worker.call(pickle.dumps(self.snapshot(reset=True), protocol=pickle.HIGHEST_PROTOCOL))
+        except Exception:
+            self._worker.close()
+            self._worker = None
+            raise
+        finally:
+            self._verifying = False
+        took = time.perf_counter() - t1
+        if out.get("error"):
+            raise RuntimeError(f"live verifier: {out['error']}")
+        h = self.health
+        h["verifications"] += 1
+        h["verify_ms_last"] = out.get("worker_ms", round(took * 1000.0, 1))
+        h["verify_ms_max"] = max(h["verify_ms_max"], h["verify_ms_last"])
+        h["copy_ms_last"] = round(copy_ms, 2)
+        h["copy_ms_max"] = max(h["copy_ms_max"], h["copy_ms_last"])
+        # the worker competes with the server and the generator for CPU: keep it busy <= ~25 % of the time
+        self._next_verify_in = max(self.interval, 4.0 * took)
+        h["interval_s"] = round(self._next_verify_in, 2)
+        if self.run.report is None:   # the final report may have landed meanwhile: it wins
+            self.scenarios, self.listeners, self.totals = out["scenarios"], out["listeners"], out["totals"]
+            self.series_cols, self.histogram = out["series"], out["histogram"]
+            self.computed_at, self.cutoff = snap["now"], snap["cutoff"]
+
+    # ---- end of run ---------------------------------------------------------------------------------
+    def final(self, report: dict, series_cols: dict, histogram: dict) -> None:
+        """The run's report is out: show it instead of the provisional figures."""
+        self.provisional = False
+        self.scenarios = [{"id": k, "title": s.get("title"), "verdict": s.get("verdict"), "figure": s.get("figure"),
+                           "threshold": s.get("threshold"), "value": s.get("value")}
+                          for k, s in report.get("scenarios", {}).items()]
+        self.listeners = listeners_from_report(report, self.latency_from)
+        self.series_cols, self.histogram = series_cols, histogram
+        self.computed_at = time.time()
+        self.cutoff = None
+        t = self.totals or {}
+        t.update({"lost": sum(x["lost"] for x in self.listeners),
+                  "duplicated": sum(x["duplicated"] for x in self.listeners),
+                  "out_of_order": sum(x["out_of_order"] for x in self.listeners),
+                  "expected": sum(x["expected"] for x in self.listeners),
+                  "deliveries": report.get("figures", {}).get("change_messages_received", t.get("deliveries")),
+                  "latency": histogram.get("summary") or t.get("latency")})
+        self.totals = t
+        h = self.health
+        lag = h["loop_lag_ms"]
+        if True:
+            log.info("live verification: %d provisional verifications, verifier process max %.0f ms, copy on the event "
+                     "loop max %.1f ms; event-loop lag p99 %.1f ms, max %.1f ms (max while verifying %.1f ms)",
+                     h["verifications"], h["verify_ms_max"], h["copy_ms_max"], lag["p99"], lag["max"],
+                     lag["max_during_verify"])
+
+    # ---- live numbers (cheap, read straight from the run) ----------------------------------------
+    def live_counts(self) -> dict:
+        run = self.run
+        deliveries = sum(st.received for s in run.sessions for st in s.subs.values())
+        received_by = {s.account.user: s.received_total() for s in run.sessions}
+        return {"deliveries": deliveries, "received_by_listener": received_by,
+                "writes": sum(len(led) for led in run.ledgers.values())}
+
+    def state(self) -> dict:
+        """Everything the web view shows (JSON-able)."""
+        run, o = self.run, self.options
+        phase, text = self.phase()
+        live = self.live_counts()
+        listeners = [dict(x) for x in self.listeners]
+        if self.provisional:
+            for x in listeners:
+                x["received"] = live["received_by_listener"].get(x["listener"], x["received"])
+        known = {x["listener"] for x in listeners}
+        for user, n in live["received_by_listener"].items():
+            if user not in known:
+                listeners.append({"listener": user, "received": n})
+        server = self.server_series()
+        return {"phase": phase, "phase_text": text, "now": time.time(), "provisional": self.provisional,
+                "computed_at": self.computed_at, "cutoff": self.cutoff,
+                "run": run_settings(run), "scenarios": self.scenarios, "listeners": listeners,
+                "totals": {**self.totals, "deliveries_now": live["deliveries"], "writes_now": live["writes"]},
+                "series": self.series_cols, "histogram": self.histogram, "server": server,
+                "marks": run_marks(run), "stress": stress_overlay(run.report) if run.report else None,
+                "health": self.health, "drain": self.drain_status() if phase == "draining" else None,
+                "report_html": bool(run.report) and bool(getattr(o, "report_html", "")),
+                "exit_code": run.report.get("exit_code") if run.report else None}
+
+    # ---- terminal progress -----------------------------------------------------------------------
+    def progress_line(self) -> str:
+        run = self.run
+        phase, text = self.phase()
+        el = time.time() - (run.writing_started_at or run.started_at or time.time())
+        if phase == "draining":
+            return text
+        if phase != "writing":
+            return text
+        live = self.live_counts()
+        t = self.totals
+        lat = (t.get("latency") or {}).get("p95")
+        acked = t.get("writes_acked")
+        srv = self.server_series()
+        rss = next((x for x in reversed(srv.get("rss_mb") or []) if x is not None), None)
+        cpu = next((x for x in reversed(srv.get("cpu") or []) if x is not None), None)
+        parts = [f"{el:5.0f}s writing", f"writes {live['writes']}" + (f" ({acked} acked)" if acked is not None else ""),
+                 f"deliveries {live['deliveries']}",
+                 f"lost so far {t.get('lost', '?')}" + (f", duplicated {t['duplicated']}" if t.get("duplicated") else ""),
+                 f"latency p95 {lat:.1f} ms ({self.latency_from})" if lat is not None else "latency p95 -",
+                 f"server {rss:.0f} MB" + (f", CPU {cpu:.0f}%" if cpu is not None else "") if rss is not None
+                 else "server memory -"]
+        return "progress: " + " | ".join(parts)
+
+    def _progress_loop(self) -> None:
+        """A line every --progress-interval s while writing; at once on each phase change; every 2 s
+        during the drain (what it waits for, how long is left)."""
+        last_phase, last_print = None, 0.0
+        while not self._stopped:
+            phase, _ = self.phase()
+            if phase in ("done", "failed"):
+                return
+            now = time.monotonic()
+            every = min(2.0, self.progress_interval) if phase in ("draining", "release") else self.progress_interval
+            if phase != last_phase or now - last_print >= every:
+                progress_log.info(self.progress_line())
+                last_phase, last_print = phase, now
+            gevent.sleep(0.25)
+
+
+# ---------------------------------------------------------------------------------------- worker
+_LOG_COLUMNS = ("kind", "writer", "n", "seq", "t_recv", "digest", "old_digest", "epoch", "flags")
+
+
+class WorkerProcess:
+    """``python -m loadtest.live_worker`` with cooperative pipes (gevent.subprocess): a call writes one
+    frame and waits for the answer without blocking the other greenlets."""
+
+    def __init__(self, timeout: float = 120.0):
+        import os
+        import sys
+        from pathlib import Path
+
+        from gevent import subprocess as gsp
+
+        root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.timeout = timeout
+        self.proc = gsp.Popen([sys.executable, "-m", "loadtest.live_worker"], cwd=root, env=env,
+                              stdin=gsp.PIPE, stdout=gsp.PIPE, stderr=None, close_fds=True)
+
+    def call(self, frame: bytes) -> dict:
+        import pickle
+        import struct
+
+        with gevent.Timeout(self.timeout, TimeoutError(f"live verifier gave no answer in {self.timeout:.0f} s")):
+            self.proc.stdin.write(struct.pack(">I", len(frame)) + frame)
+            self.proc.stdin.flush()
+            head = self.proc.stdout.read(4)
+            if len(head) < 4:
+                raise RuntimeError(f"live verifier exited (code {self.proc.poll()})")
+            (n,) = struct.unpack(">I", head)
+            data = self.proc.stdout.read(n)
+            if len(data) < n:
+                raise RuntimeError("live verifier closed its answer early")
+        return pickle.loads(data)
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except Exception:
+            pass
+        try:
+            self.proc.wait(timeout=2.0)
+        except Exception:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=2.0)
+            except Exception:
+                pass
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def listeners_from_report(report: dict, latency_from: str) -> list:
+    per: dict = {}
+    for s in report.get("subscriptions", []):
+        x = per.setdefault(s.get("listener"), {"listener": s.get("listener"), "subscriptions": 0, "received": 0,
+                                               "snapshot_rows": 0, "expected": 0, "lost": 0, "duplicated": 0,
+                                               "out_of_order": 0, "p50": None, "p95": None, "p99": None,
+                                               "vanished": False})
+        x["subscriptions"] += 1
+        x["received"] += s.get("change_messages", 0)
+        x["snapshot_rows"] += s.get("snapshot_rows", 0)
+        x["expected"] += s.get("expected", 0)
+        x["lost"] += s.get("lost", 0)
+        x["duplicated"] += s.get("duplicated", 0)
+        x["out_of_order"] += s.get("out_of_order_total", 0)
+        x["vanished"] = x["vanished"] or bool(s.get("vanished"))
+        lat = (s.get("latency_ms") or {}).get(latency_from) or {}
+        # percentiles of a listener with several subscriptions: the worst subscription's (an upper bound)
+        for p in ("p50", "p95", "p99"):
+            v = lat.get(p)
+            if v is not None and (x[p] is None or v > x[p]):
+                x[p] = v
+    return list(per.values())
+
+
+def run_settings(run) -> dict:
+    o = run.options
+    keys = ("workload", "writers", "listeners", "write_rate", "op_mix", "stream_tokens", "payload_bytes",
+            "snapshot_batch_size", "reconnect_every", "reconnect_pause", "reconnect_share", "barrier_timeout",
+            "drain_timeout", "drain_quiet", "auth_rate", "latency_from", "latency_threshold_ms",
+            "latency_quantile", "min_high_frequency", "accept_known", "standin_fault", "num_users",
+            "spawn_rate", "run_time", "live_verify_interval")
+    out = {"host": run.base_url, "run_id": run.prov.run_id if run.prov else None,
+           "namespace": run.prov.namespace if run.prov else None, "started_at": run.started_at,
+           "writing_started_at": run.writing_started_at, "writing_stopped_at": run.writing_stopped_at}
+    for k in keys:
+        if hasattr(o, k):
+            v = getattr(o, k)
+            out[k] = v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
+    return out
+
+
+def run_marks(run) -> list:
+    marks = []
+    for name, t in (("writers start", run.writing_started_at),
+                    ("writers stop", run.writing_stopped_at)):
+        if t:
+            marks.append({"name": name, "t": t})
+    mon = run_monitor(run)
+    if mon is not None:
+        try:
+            for name, t in mon.marks():
+                if name in ("release_start", "release_end"):   # load_start/_end = writers start/stop
+                    marks.append({"name": name.replace("_", " "), "t": t})
+        except Exception:  # another part's object: never break the view
+            pass
+    if run.report is not None:
+        t = run.report.get("run", {}).get("finished_at")
+        if t:
+            marks.append({"name": "verified", "t": t})
+    return marks
+
+
+def stress_overlay(report: dict | None) -> dict | None:
+    """Baseline, leak-fit window and release window of the stress memory verdicts, when the report
+    has them (any scenario whose details carry ``baseline_bytes``)."""
+    if not report:
+        return None
+    candidates = dict(report.get("scenarios") or {})
+    for key in ("stress", "stress_scenarios"):
+        extra = report.get(key)
+        if isinstance(extra, dict):
+            candidates.update(extra.get("scenarios", extra) if isinstance(extra.get("scenarios", extra), dict) else {})
+    out = {}
+    for sid, s in candidates.items():
+        d = s.get("details") if isinstance(s, dict) else None
+        if not isinstance(d, dict) or "baseline_bytes" not in d:
+            continue
+        if "window" in d and "baseline" not in out:
+            out["baseline_mb"] = d["baseline_bytes"] / MB
+            out["window"] = d["window"]
+            out["growth_id"] = sid
+            leak = d.get("leak") or {}
+            out["leak"] = {k: leak.get(k) for k in ("leak", "slope_mb_per_min", "stderr_mb_per_min", "reason")}
+            out["baseline"] = True
+        if "band_bytes" in d and "release" not in out:
+            out["release"] = {"id": sid, "band_mb": d["band_bytes"] / MB, "took_s": d.get("took_s"),
+                              "threshold": s.get("threshold")}
+    marks = (report.get("monitor") or {}).get("marks") or {}
+    if "release" in out:
+        def first(v):
+            return v[0] if isinstance(v, list) and v else v
+        start, end = first(marks.get("release_start")), first(marks.get("release_end"))
+        if isinstance(start, (int, float)) and isinstance(end, (int, float)):
+            out["release"]["start"], out["release"]["end"] = start, end
+    return out or None

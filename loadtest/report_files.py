@@ -1,0 +1,294 @@
+"""The end-of-run files beside the JSON report: a self-contained HTML report and a JUnit XML file.
+
+    emit_files(run, report)       # called once by verification.verify_and_report, after the JSON report
+
+* HTML (``--report-html``, default ``reports/report.html``): one file that opens offline (the vendored
+  uPlot library, its CSS and the chart script are inlined): the verdict table, the run's settings, and
+  plots: delivery latency percentiles per second, the latency histogram, writes vs deliveries per
+  second, server memory and CPU (with the stress verdicts' baseline, steady part / leak fit and
+  release window marked when the report has them), per-listener figures, notes.
+* JUnit (``--report-junit``, default ``reports/junit.xml``): one ``<testcase>`` per scenario;
+  ``fail`` → ``<failure>``, ``inconclusive`` → ``<error>`` (the evidence is incomplete: neither a pass
+  nor a proven failure), ``skipped`` → ``<skipped>``.
+
+Never raises: a figure that cannot be drawn must not cost the verdict (the JSON report is already out).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+UPLOT_VERSION = "1.6.32"
+
+
+def build_series(run) -> tuple[dict, dict]:
+    """Per-second columns and the latency histogram of the whole run, from the ledgers and the logs."""
+    from .timeseries import TimeSeries
+
+    ts = TimeSeries(getattr(run.options, "latency_from", "sent"))
+    for key, led in run.ledgers.items():
+        ts.add_ledger(key, led.view(), final=True)
+    for s in run.sessions:
+        for st in s.subs.values():
+            ts.add_log(st.log, run.ledgers[st.spec.table.key])
+    return ts.columns(), ts.histogram()
+
+
+def server_series(run, report: dict) -> dict:
+    """Server memory / CPU samples: the stress monitor's (live object or in the report), else the
+    observer's own psutil samples of the server process."""
+    from .observe import MB, current_observer, monitor_series, run_monitor
+
+    mon = run_monitor(run)
+    if mon is not None:
+        got = monitor_series(mon)
+        if got and got["t"]:
+            return got
+    for holder in (report, report.get("figures") or {}, report.get("stress") or {}):
+        m = holder.get("monitor") if isinstance(holder, dict) else None
+        if isinstance(m, dict) and isinstance(m.get("rows"), list) and isinstance(m.get("columns"), list):
+            cols = m["columns"]   # loadtest.stress.StressRecorder.monitor_report(): MB and % already
+            if "t" in cols and "server_rss_mb" in cols:
+                it, ir = cols.index("t"), cols.index("server_rss_mb")
+                ic = cols.index("server_cpu_pct") if "server_cpu_pct" in cols else None
+                out = {"t": [], "rss_mb": [], "cpu": [], "source": "monitor"}
+                for row in m["rows"]:
+                    rss, cpu = row[ir], (row[ic] if ic is not None else None)
+                    if rss is None and cpu is None:
+                        continue
+                    out["t"].append(row[it])
+                    out["rss_mb"].append(rss)
+                    out["cpu"].append(cpu)
+                if out["t"]:
+                    return out
+        if isinstance(m, dict) and isinstance(m.get("samples"), list):
+            out = {"t": [], "rss_mb": [], "cpu": [], "source": "monitor"}
+            for s in m["samples"]:
+                rss, cpu = s.get("server_rss_bytes"), s.get("server_cpu_percent")
+                if rss is None and cpu is None:
+                    continue
+                out["t"].append(s.get("t"))
+                out["rss_mb"].append(None if rss is None else round(rss / MB, 2))
+                out["cpu"].append(None if cpu is None else round(cpu, 1))
+            if out["t"]:
+                return out
+    obs = current_observer()
+    if obs is not None and obs.run is run:
+        return obs.server
+    return {"t": [], "rss_mb": [], "cpu": [], "source": "none"}
+
+
+def emit_files(run, report: dict) -> None:
+    o = run.options
+    html_path = getattr(o, "report_html", "") or ""
+    junit_path = getattr(o, "report_junit", "") or ""
+    series, hist = {}, {}
+    try:
+        series, hist = build_series(run)
+    except Exception:
+        log.warning("could not compute the run's time series", exc_info=True)
+    try:
+        from .observe import current_observer
+
+        obs = current_observer()
+        if obs is not None and obs.run is run:
+            obs.final(report, series, hist)
+    except Exception:
+        log.debug("observer update failed", exc_info=True)
+    if junit_path:
+        try:
+            _write(junit_path, junit_xml(report))
+            log.info("JUnit report written to %s", junit_path)
+        except Exception:
+            log.warning("could not write the JUnit report %s", junit_path, exc_info=True)
+    if html_path:
+        try:
+            from .observe import listeners_from_report, run_marks, run_settings, stress_overlay
+
+            data = {"report": report, "series": series, "histogram": hist, "server": server_series(run, report),
+                    "marks": run_marks(run), "stress": stress_overlay(report),
+                    "settings": run_settings(run),
+                    "listeners": listeners_from_report(report, getattr(o, "latency_from", "sent")),
+                    "generated_at": time.time()}
+            _write(html_path, html_report(data))
+            log.info("HTML report written to %s", html_path)
+        except Exception:
+            log.warning("could not write the HTML report %s", html_path, exc_info=True)
+
+
+def _write(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------- JUnit
+def junit_xml(report: dict) -> str:
+    scen = report.get("scenarios", {})
+    run = report.get("run", {})
+    started, finished = run.get("started_at"), run.get("finished_at")
+    elapsed = round(finished - started, 3) if started and finished else 0.0
+    counts = {"fail": 0, "inconclusive": 0, "skipped": 0}
+    for s in scen.values():
+        if s.get("verdict") in counts:
+            counts[s["verdict"]] += 1
+    suites = ET.Element("testsuites", name="kalamdb-loadtest", tests=str(len(scen)),
+                        failures=str(counts["fail"]), errors=str(counts["inconclusive"]),
+                        skipped=str(counts["skipped"]), time=str(elapsed))
+    suite = ET.SubElement(suites, "testsuite", name="kalamdb-live-queries", tests=str(len(scen)),
+                          failures=str(counts["fail"]), errors=str(counts["inconclusive"]),
+                          skipped=str(counts["skipped"]), time=str(elapsed),
+                          timestamp=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started or time.time())))
+    props = ET.SubElement(suite, "properties")
+    for k in ("run_id", "namespace", "host", "workload", "writers", "listeners", "write_rate", "op_mix",
+              "reconnect_every", "latency_from"):
+        if k in run:
+            ET.SubElement(props, "property", name=k, value=str(run[k]))
+    for sid, s in scen.items():
+        tc = ET.SubElement(suite, "testcase", classname="kalamdb.live_queries",
+                           name=f"{sid} {s.get('title', '')}".strip(), time="0")
+        verdict = s.get("verdict")
+        figure = str(s.get("figure", ""))
+        thr = s.get("threshold")
+        body = json.dumps({"figure": figure, "threshold": thr, "value": s.get("value"),
+                           "details": s.get("details")}, indent=1, default=str)
+        if verdict == "fail":
+            el = ET.SubElement(tc, "failure", message=figure, type="fail")
+            el.text = body
+        elif verdict == "inconclusive":
+            el = ET.SubElement(tc, "error", message=f"inconclusive: {figure}", type="inconclusive")
+            el.text = body
+        elif verdict == "skipped":
+            ET.SubElement(tc, "skipped", message=figure)
+        # "pass" and "warning" (GEN: the load generator was busy; a caution on the figures, not a
+        # failure) are passing testcases; the verdict is in system-out
+        out = ET.SubElement(tc, "system-out")
+        out.text = f"{verdict}: {figure}" + (f" [threshold {thr}]" if thr else "")
+    notes = report.get("notes") or []
+    if notes:
+        ET.SubElement(suite, "system-out").text = "\n".join(str(n) for n in notes)
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+# ---------------------------------------------------------------------------------------- HTML
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 16px 24px; color: #222; }
+h1 { font-size: 22px; margin: 0 0 6px; } h2 { font-size: 17px; margin: 26px 0 8px; }
+.overall { font-size: 16px; padding: 8px 12px; border-radius: 4px; color: #fff; display: inline-block; }
+table.lt { border-collapse: collapse; font-size: 13px; }
+table.lt th, table.lt td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+table.lt th { background: #fafafa; }
+table.num td { text-align: right; } table.num td:first-child { text-align: left; }
+tr.bad td { background: #fff0f0; }
+.badge { color: #fff; padding: 1px 7px; border-radius: 9px; font-size: 12px; white-space: nowrap; }
+.charts { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; }
+.chart { min-width: 0; }
+.muted { color: #777; font-size: 12px; }
+ul.notes li { margin: 3px 0; }
+details pre { font-size: 11px; max-height: 300px; overflow: auto; background: #f7f7f7; padding: 6px; }
+"""
+
+_BODY = """
+<h1>KalamDB live-query verification report</h1>
+<div class="muted" id="subtitle"></div>
+<p><span class="overall" id="overall"></span></p>
+<h2>Scenarios</h2>
+<div id="verdicts"></div>
+<ul class="notes" id="notes"></ul>
+<h2>Plots</h2>
+<div class="charts">
+  <div class="chart" id="chart-latency"></div>
+  <div class="chart" id="chart-histogram"></div>
+  <div class="chart" id="chart-throughput"></div>
+  <div class="chart" id="chart-server"></div>
+</div>
+<div class="muted" id="stress-note"></div>
+<h2>Listeners</h2>
+<div id="listeners"></div>
+<h2>Figures</h2>
+<div id="figures"></div>
+<h2>Settings</h2>
+<div id="settings"></div>
+<h2>Scenario details</h2>
+<div id="details"></div>
+<p class="muted">Charts: uPlot """ + UPLOT_VERSION + """ (MIT licence, Leon Sorokin), inlined.</p>
+"""
+
+_SCRIPT = """
+(function () {
+  "use strict";
+  var D = JSON.parse(document.getElementById("lt-data").textContent);
+  var R = D.report, run = R.run || {}, sum = R.summary || {};
+  var colors = { pass: "#1b7f3b", fail: "#c62828", inconclusive: "#d07000" };
+  var ov = document.getElementById("overall");
+  ov.textContent = "OVERALL " + String(sum.verdict).toUpperCase() + " (exit code " + sum.exit_code + ")";
+  ov.style.background = colors[sum.verdict] || "#555";
+  document.getElementById("subtitle").textContent = "run " + (run.run_id || "?") + " · " + (run.workload || "") +
+    " workload · " + (run.host || "") + " · " + (run.started_at ? new Date(run.started_at * 1000).toISOString() : "");
+  var scen = Object.keys(R.scenarios || {}).map(function (k) { var s = R.scenarios[k]; s.id = s.id || k; return s; });
+  LT.verdictTable(document.getElementById("verdicts"), scen, false);
+  document.getElementById("notes").innerHTML = (R.notes || []).map(function (n) { return "<li>" + LT.esc(n) + "</li>"; }).join("");
+  var thr = (D.settings || {}).latency_threshold_ms, from = (D.settings || {}).latency_from;
+  LT.latency(document.getElementById("chart-latency"), D.series, thr, from, D.marks);
+  LT.histogram(document.getElementById("chart-histogram"), D.histogram);
+  LT.throughput(document.getElementById("chart-throughput"), D.series, D.marks);
+  LT.server(document.getElementById("chart-server"), D.server, D.marks, D.stress);
+  if (D.stress) {
+    var st = D.stress, txt = [];
+    if (st.baseline_mb) txt.push("baseline " + st.baseline_mb.toFixed(1) + " MB (" + (st.growth_id || "") + ")");
+    if (st.leak && st.leak.slope_mb_per_min !== null && st.leak.slope_mb_per_min !== undefined)
+      txt.push("leak fit " + st.leak.slope_mb_per_min.toFixed(2) + " MB/min: " + (st.leak.reason || ""));
+    if (st.release) txt.push("release (" + st.release.id + "): " + (st.release.took_s !== null && st.release.took_s !== undefined ?
+      "back within the band after " + st.release.took_s.toFixed(0) + " s" : "not back within the band"));
+    document.getElementById("stress-note").textContent = txt.join(" · ");
+  }
+  LT.listenerTable(document.getElementById("listeners"), D.listeners);
+  var f = Object.assign({}, R.figures || {}); delete f.writes; delete f.latency_ms;
+  LT.kvTable(document.getElementById("figures"), f);
+  LT.kvTable(document.getElementById("settings"), D.settings);
+  document.getElementById("details").innerHTML = scen.map(function (s) {
+    return "<details><summary>" + LT.esc(s.id) + " " + LT.esc(s.verdict) + ": " + LT.esc(s.figure) +
+      "</summary><pre>" + LT.esc(JSON.stringify(s.details, null, 1)) + "</pre></details>";
+  }).join("");
+  window.LT_REPORT_READY = true;
+})();
+"""
+
+
+def _clean(x):
+    """JSON-safe: NaN / infinities become null (JSON has neither); tuples become lists."""
+    if isinstance(x, float):
+        return x if x == x and x not in (float("inf"), float("-inf")) else None
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+def _inline_js(text: str) -> str:
+    return text.replace("</script", "<\\/script")
+
+
+def html_report(data: dict) -> str:
+    uplot = (STATIC / "uPlot.iife.min.js").read_text(encoding="utf-8")
+    css = (STATIC / "uPlot.min.css").read_text(encoding="utf-8")
+    charts = (STATIC / "charts.js").read_text(encoding="utf-8")
+    payload = json.dumps(_clean(data), default=str, allow_nan=False).replace("</", "<\\/")
+    summary = (data.get("report") or {}).get("summary") or {}
+    title = f"KalamDB live-query verification: {str(summary.get('verdict', '?')).upper()}"
+    return ("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{title}</title>\n<style>{css}\n{_CSS}</style>\n</head>\n<body>\n{_BODY}\n"
+            f"<script type=\"application/json\" id=\"lt-data\">{payload}</script>\n"
+            f"<script>{_inline_js(uplot)}</script>\n<script>{_inline_js(charts)}</script>\n"
+            f"<script>{_SCRIPT}</script>\n</body>\n</html>\n")

@@ -1,0 +1,165 @@
+"""Per-second time series of a run: writes sent / acknowledged, change deliveries, delivery latency.
+
+Pure bookkeeping over the run's record (the ledgers and the arrival logs), no sockets, no Locust:
+
+    ts = TimeSeries(latency_from="sent")
+    for key, ledger in run.ledgers.items():
+        ts.add_ledger(key, ledger.view())                  # writes per second (t_sent, t_ack)
+    for log, ledger in logs:
+        ts.add_log(log, ledger)                            # deliveries, latency per second (t_recv)
+    ts.columns()   # {"t": [...], "writes_sent": [...], "writes_acked": [...], "deliveries": [...],
+                   #  "p50": [...], "p95": [...], "p99": [...], "samples": [...]}   (ms; None = no sample)
+
+Both calls are incremental: a cursor per ledger and per log remembers how far it got, so the live view
+feeds the new part every few seconds and the end-of-run report feeds everything once. A write still
+pending (no answer yet) holds the ledger cursor back until it is answered or ``pending_horizon``
+seconds old. Latency here is per *change arrival* (snapshot rows are not deliveries), signed, from
+the run's ``--latency-from`` start point; the verdict's figures (first arrival of each write) are the
+verifier's, these are for plotting.
+"""
+from __future__ import annotations
+
+import math
+from array import array
+from collections import Counter
+
+from checks.histogram import LatencyHistogram
+from checks.model import KIND_DELETE, KIND_SNAPSHOT, OUTCOME_ACK, OUTCOME_PENDING, SEQ_EPOCH_MS, SEQ_TIME_SHIFT
+
+__all__ = ["TimeSeries"]
+
+
+class TimeSeries:
+    def __init__(self, latency_from: str = "sent", pending_horizon: float = 30.0):
+        if latency_from not in ("sent", "ack", "commit"):
+            raise ValueError(f"latency_from must be sent, ack or commit, not {latency_from!r}")
+        self.latency_from = latency_from
+        self.pending_horizon = pending_horizon
+        self.writes_sent: Counter = Counter()
+        self.writes_acked: Counter = Counter()
+        self.deliveries: Counter = Counter()
+        self.latency: dict[int, LatencyHistogram] = {}
+        self.overall = LatencyHistogram()          # every sample: the histogram plot
+        self._ledger_cursor: dict = {}
+        self._log_cursor: dict = {}
+
+    # ------------------------------------------------------------------ feeding
+    def add_ledger(self, key, view, now: float | None = None, final: bool = False) -> None:
+        """Count the writes of one ledger (a ``LedgerView``) from its cursor on. ``final``: the run is
+        over, count everything (a write never answered is not acknowledged)."""
+        start = self._ledger_cursor.get(key, 0)
+        n = view.n
+        if start >= n:
+            return
+        outcome, t_sent, t_ack = view.outcome, view.t_sent, view.t_ack
+        horizon = -math.inf if final or now is None else now - self.pending_horizon
+        stop = n
+        for i in range(start, n):
+            if outcome[i] == OUTCOME_PENDING and t_sent[i] > horizon and not final:
+                stop = i
+                break
+        if stop <= start:
+            return
+        self.writes_sent.update(map(int, t_sent[start:stop]))
+        self.writes_acked.update(int(t) for o, t in zip(outcome[start:stop], t_ack[start:stop])
+                                 if o == OUTCOME_ACK and t == t)
+        self._ledger_cursor[key] = stop
+
+    def add_log(self, log, ledger, key=None) -> None:
+        """Count the change arrivals of one ArrivalLog (or a copy of one) from its cursor on;
+        ``ledger`` is the WriteLedger of the subscription's table (resolves arrivals to writes)."""
+        key = key if key is not None else log.info.key
+        start = self._log_cursor.get(key, 0)
+        n = len(log.kind)
+        if start >= n:
+            return
+        self._log_cursor[key] = n
+        kinds = log.kind[start:n].tolist()
+        t_recv = log.t_recv[start:n].tolist()
+        pos = [j for j, k in enumerate(kinds) if k != KIND_SNAPSHOT]
+        if not pos:
+            return
+        secs = [int(t_recv[j]) for j in pos]
+        self.deliveries.update(secs)
+        if self.latency_from == "commit":
+            seqs = log.seq[start:n].tolist()
+            lat = [t_recv[j] - ((seqs[j] >> SEQ_TIME_SHIFT) + SEQ_EPOCH_MS) * 0.001 if seqs[j] > 0 else None
+                   for j in pos]
+        else:
+            view = ledger.view()
+            start_col = view.t_sent if self.latency_from == "sent" else view.t_ack
+            writers, ns = log.writer[start:n].tolist(), log.n[start:n].tolist()
+            names = log.writers
+            base, count = [], []
+            for c in (ledger.writer_code(name) if name else -1 for name in names):
+                if 0 <= c < len(view.flat_base):
+                    base.append(view.flat_base[c])
+                    count.append(view.flat_count[c])
+                else:
+                    base.append(0)
+                    count.append(0)
+            flat, nxt = view.flat, view.next
+            lat = []
+            for j in pos:
+                w, x = writers[j], ns[j]
+                i = flat[base[w] + x] if 0 < x <= count[w] else -1
+                if i >= 0 and kinds[j] == KIND_DELETE:
+                    i = nxt[i]          # a tombstone names the version it deleted
+                t0 = start_col[i] if i >= 0 else math.nan
+                lat.append(t_recv[j] - t0 if t0 == t0 else None)
+        by_sec: dict = {}
+        for s, x in zip(secs, lat):
+            if x is not None:
+                by_sec.setdefault(s, []).append(x)
+        for s, xs in by_sec.items():
+            h = self.latency.get(s)
+            if h is None:
+                h = self.latency[s] = LatencyHistogram()
+            values = array("d", xs)
+            h.add_many(values)
+            self.overall.add_many(values)
+
+    # ------------------------------------------------------------------ reading
+    def columns(self, since: int | None = None) -> dict:
+        """Columns over every second from the first to the last one seen (gaps filled with 0 / None)."""
+        keys = set(self.writes_sent) | set(self.writes_acked) | set(self.deliveries) | set(self.latency)
+        if since is not None:
+            keys = {k for k in keys if k >= since}
+        out = {"t": [], "writes_sent": [], "writes_acked": [], "deliveries": [], "p50": [], "p95": [],
+               "p99": [], "samples": []}
+        if not keys:
+            return out
+        for s in range(min(keys), max(keys) + 1):
+            out["t"].append(s)
+            out["writes_sent"].append(self.writes_sent.get(s, 0))
+            out["writes_acked"].append(self.writes_acked.get(s, 0))
+            out["deliveries"].append(self.deliveries.get(s, 0))
+            h = self.latency.get(s)
+            for p, name in ((50, "p50"), (95, "p95"), (99, "p99")):
+                v = h.percentile(p) if h is not None and h.count else None
+                out[name].append(None if v is None else round(v * 1000.0, 3))
+            out["samples"].append(h.count if h is not None else 0)
+        return out
+
+    def histogram(self, bins: int = 60) -> dict:
+        """The latency distribution for a bar chart: log-spaced bins (ms) over the positive samples, plus
+        the count of negative ones (kept, never clamped; see docs/report-schema.md)."""
+        h = self.overall
+        out = {"edges_ms": [], "counts": [], "negative": h.count_negative(), "count": h.count,
+               "summary": h.summary_ms()}
+        if not h.count:
+            return out
+        pos = [(v, c) for v, c in h._sorted() if v > 0]
+        if not pos:
+            return out
+        lo, hi = max(pos[0][0], 1e-5), max(pos[-1][0], pos[0][0] * 1.0001, 1e-5)
+        lo_l, hi_l = math.log10(lo), math.log10(hi)
+        width = (hi_l - lo_l) / bins if hi_l > lo_l else 1.0
+        counts = [0] * bins
+        for v, c in pos:
+            b = min(bins - 1, max(0, int((math.log10(max(v, lo)) - lo_l) / width)))
+            counts[b] += c
+        out["edges_ms"] = [round(10 ** (lo_l + width * b) * 1000.0, 4) for b in range(bins + 1)]
+        out["counts"] = counts
+        return out
+
