@@ -170,7 +170,8 @@ class ArrivalLog:
         if not self.epochs:
             self._current()
         self.kind.append(kind)
-        self.writer.append(self.writer_code(writer))
+        c = self._writer_codes.get(writer)
+        self.writer.append(self.writer_code(writer) if c is None else c)
         self.n.append(n)
         self.seq.append(seq)
         self.t_recv.append(t_recv)
@@ -181,9 +182,10 @@ class ArrivalLog:
                           | (FLAG_NO_OLD if no_old else 0))
 
     def record_row(self, kind: int, row: Optional[Mapping], old: Optional[Mapping] = None,
-                   seq: Optional[int] = None, t_recv: float = NAN) -> None:
+                   seq: Optional[int] = None, t_recv: float = NAN) -> tuple:
         """Record a change (or a snapshot row) from its JSON rows: `row` = rows[0] (None for a delete),
-        `old` = old_values[0] (the tombstone for a delete). seq defaults to the row's `_seq`."""
+        `old` = old_values[0] (the tombstone for a delete). seq defaults to the row's `_seq`.
+        Returns (writer, n) as recorded: ("", n) or (writer, -1) when the row was malformed."""
         src = old if kind == KIND_DELETE else row
         if src is None:
             src = {}
@@ -211,6 +213,7 @@ class ArrivalLog:
         elif kind == KIND_DELETE:
             deleted_ok = src.get("_deleted") is True
         self.record(kind, writer, n, seq, t_recv, digest, old_digest, deleted_ok, malformed, no_old)
+        return writer, n
 
     def record_change(self, change) -> None:
         """Record a kalamclient.events.Change (change_type, row, old, seq, received_at)."""

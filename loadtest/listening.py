@@ -46,6 +46,8 @@ class ListenerSession:
         self.account = account
         self.batch_size = batch_size
         self.on_delivery = on_delivery  # callable(name, latency_ms) → Locust statistics
+        # a batching on_delivery (users.listener.DeliveryStats) has flush(): called when nothing is waiting
+        self._flush_deliveries = getattr(on_delivery, "flush", None)
         self.max_resume_attempts = max_resume_attempts
         self.subs: dict[str, SubscriptionState] = {}
         for spec in specs:
@@ -126,17 +128,12 @@ class ListenerSession:
             if kind is None:
                 self.malformed += 1
                 return True
-            st.log.record_row(kind, ev.row, ev.old, ev.seq, ev.received_at)
+            # record_row parses writer and n (the verifier reports a malformed row: writer "" or n -1)
+            w, n = st.log.record_row(kind, ev.row, ev.old, ev.seq, ev.received_at)
             st.received += 1
             st.epoch_received += 1
-            src = ev.row if ev.row is not None else ev.old
-            if src is not None:
-                try:
-                    w, n = src["writer"], int(src["n"])
-                    if n > st.max_n.get(w, 0):
-                        st.max_n[w] = n
-                except (KeyError, TypeError, ValueError):
-                    pass  # the verifier reports the malformed row
+            if w and n > st.max_n.get(w, 0):
+                st.max_n[w] = n
             seq = ev.seq
             if seq is None:
                 return True
@@ -202,9 +199,12 @@ class ListenerSession:
             st.log.ready(t)
 
     def _read_loop(self) -> None:
+        flush = self._flush_deliveries
         while not self.closing:
-            ev = self.conn.recv(timeout=1.0)
+            ev = self.conn.recv(timeout=0.25)
             if ev is None:
+                if flush is not None:
+                    flush()
                 continue
             if self._dispatch(ev):
                 continue
@@ -266,6 +266,8 @@ class ListenerSession:
     def close(self) -> None:
         self.closing = True
         self.closed_at = time.time()
+        if self._flush_deliveries is not None:
+            self._flush_deliveries()
         for record in self.disconnect_log:
             if record["down_s"] is None:  # still away when the run closed the session
                 record["down_s"] = self.closed_at - record["t"]
