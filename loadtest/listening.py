@@ -13,7 +13,7 @@ import time
 import gevent
 
 from checks.arrivals import ArrivalLog, SubscriptionInfo
-from checks.model import KIND_DELETE, KIND_INSERT, KIND_SNAPSHOT, KIND_UPDATE
+from checks.model import KIND_BY_CHANGE_TYPE, KIND_SNAPSHOT, seq_commit_ms
 from kalamclient import LiveConnection
 from kalamclient.errors import ConnectError, KalamError
 from kalamclient.events import (AuthError, Change, Closed, InitialDataBatch, MalformedFrame, ServerError,
@@ -21,8 +21,6 @@ from kalamclient.events import (AuthError, Change, Closed, InitialDataBatch, Mal
 
 log = logging.getLogger(__name__)
 
-KIND_OF_CHANGE = {"insert": KIND_INSERT, "update": KIND_UPDATE, "delete": KIND_DELETE}
-SEQ_EPOCH_MS = 1704067200000  # _seq = (ms since 2024-01-01 UTC) << 22 | ... (protocol §4.3)
 
 
 class SubscriptionState:
@@ -124,7 +122,7 @@ class ListenerSession:
             st = self.subs.get(ev.subscription_id)
             if st is None:
                 return True
-            kind = KIND_OF_CHANGE.get(ev.change_type)
+            kind = KIND_BY_CHANGE_TYPE.get(ev.change_type)
             if kind is None:
                 self.malformed += 1
                 return True
@@ -143,26 +141,23 @@ class ListenerSession:
                 # Locust's table shows latency from the commit time in _seq (known without the ledger);
                 # the verifier's figures use the ledger and say which start time they count from.
                 self.on_delivery(self.names[(ev.subscription_id, ev.change_type)],
-                                 ev.received_at * 1000.0 - ((ev.seq >> 22) + SEQ_EPOCH_MS))
+                                 ev.received_at * 1000.0 - seq_commit_ms(seq))
             return True
         if cls is InitialDataBatch:
             st = self.subs.get(ev.subscription_id)
             if st is None:
                 return True
             for row in ev.rows:
-                st.log.record_row(KIND_SNAPSHOT, row, None, None, ev.received_at)
+                # record_row parses writer and n (a malformed row is recorded as such: writer "" or n -1)
+                w, n = st.log.record_row(KIND_SNAPSHOT, row, None, None, ev.received_at)
+                if w and n > st.max_n.get(w, 0):
+                    st.max_n[w] = n
                 try:
                     seq = int(row["_seq"])
                 except (KeyError, TypeError, ValueError):
-                    continue  # recorded as malformed by the log
+                    continue
                 if st.last_seq is None or seq > st.last_seq:
                     st.last_seq = seq
-                try:
-                    w, n = row["writer"], int(row["n"])
-                    if n > st.max_n.get(w, 0):
-                        st.max_n[w] = n
-                except (KeyError, TypeError, ValueError):
-                    pass
             if ev.status == "ready" and not ev.has_more:
                 self._mark_ready(st, ev.received_at)
             return True

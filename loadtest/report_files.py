@@ -182,18 +182,8 @@ def junit_xml(report: dict) -> str:
 
 # ---------------------------------------------------------------------------------------- HTML
 _CSS = """
-body { font-family: system-ui, sans-serif; margin: 16px 24px; color: #222; }
 h1 { font-size: 22px; margin: 0 0 6px; } h2 { font-size: 17px; margin: 26px 0 8px; }
 .overall { font-size: 16px; padding: 8px 12px; border-radius: 4px; color: #fff; display: inline-block; }
-table.lt { border-collapse: collapse; font-size: 13px; }
-table.lt th, table.lt td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
-table.lt th { background: #fafafa; }
-table.num td { text-align: right; } table.num td:first-child { text-align: left; }
-tr.bad td { background: #fff0f0; }
-.badge { color: #fff; padding: 1px 7px; border-radius: 9px; font-size: 12px; white-space: nowrap; }
-.charts { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; }
-.chart { min-width: 0; }
-.muted { color: #777; font-size: 12px; }
 ul.notes li { margin: 3px 0; }
 details pre { font-size: 11px; max-height: 300px; overflow: auto; background: #f7f7f7; padding: 6px; }
 """
@@ -282,7 +272,7 @@ def _inline_js(text: str) -> str:
 
 def html_report(data: dict) -> str:
     uplot = (STATIC / "uPlot.iife.min.js").read_text(encoding="utf-8")
-    css = (STATIC / "uPlot.min.css").read_text(encoding="utf-8")
+    css = (STATIC / "uPlot.min.css").read_text(encoding="utf-8") + (STATIC / "verification.css").read_text(encoding="utf-8")
     charts = (STATIC / "charts.js").read_text(encoding="utf-8")
     payload = json.dumps(_clean(data), default=str, allow_nan=False).replace("</", "<\\/")
     summary = (data.get("report") or {}).get("summary") or {}
