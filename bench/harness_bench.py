@@ -144,6 +144,11 @@ def pipeline_main() -> None:
             break
     cpu_recv, wall = _cpu() - cpu0, time.time() - wall0
     led_path = cmd.split(" ", 1)[1]
+    conns = [s.conn for s in sessions if s.conn is not None]
+    frames = sum(c.frames for c in conns)
+    lag = {"mean_ms": 1000.0 * sum(c.lag_sum for c in conns) / max(frames, 1),
+           "max_ms": 1000.0 * max((c.lag_max for c in conns), default=0.0),
+           "kernel_stamps": all(c._kernel_stamps for c in conns)}
     for s in sessions:
         s.close()
     t_end = time.time()
@@ -168,7 +173,7 @@ def pipeline_main() -> None:
     _say({"arrivals": sum(r.arrivals for r in results),
           "verified": sum(c["delivered"] for r in results for c in r.by_op.values()),
           "lost": sum(r.lost for r in results), "cpu_recv": cpu_recv, "cpu_verify": cpu_verify, "wall": wall,
-          "median_ms": med, "locust_requests": stats.total.num_requests,
+          "median_ms": med, "lag": lag, "locust_requests": stats.total.num_requests,
           "locust_median_ms": stats.total.median_response_time,
           "bad": {k: v.verdict for k, v in report.items() if v.verdict in ("fail", "inconclusive")}})
 
@@ -429,6 +434,13 @@ def phase(url: str, admin, *, listeners: int, writers: int, write_rate: float, d
             c.close()
 
 
+def _delay_late(admin) -> dict:
+    """The stand-in's own timer error for fault delay_ms (system.stats, its newest 10,000 releases)."""
+    rows = admin.sql("SELECT * FROM system.stats")[0].rows
+    got = {k: float(v) for k, v in rows if k.startswith("standin_delay_late_ms_")}
+    return {k.rsplit("_", 1)[1]: v for k, v in got.items()}
+
+
 def verifier_figures() -> dict:
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "verifier_bench.py")], capture_output=True,
                          text=True, timeout=900, cwd=ROOT)
@@ -530,9 +542,16 @@ def main(argv=None) -> int:
                     fig["latency"][name] = {"aimed": rate, "deliveries_per_s": got, "median_minus_d_sent_ms": d_sent,
                                             "median_minus_d_commit_ms": d_commit, "lost": pl["lost"]}
                     floor = f"   (floor {FLOOR_LATENCY_MS:g} ms from commit)" if name == "high" else ""
+                    lag = pl["lag"]
+                    late = _delay_late(admin)
+                    fig["latency"][name].update(harness_lag=lag, standin_release_late=late)
                     print(f"   {name:4} rate {got:7,.0f} deliveries/s (aimed {rate:,.0f}): median - D = "
                           f"{d_sent:+.2f} ms from sent, {d_commit:+.2f} ms from commit{floor}; "
-                          f"{pl['lost']} lost")
+                          f"{pl['lost']} lost"
+                          f"\n             stand-in released held changes {late.get('p50', float('nan')):.3f} ms "
+                          f"late (median; p99 {late.get('p99', float('nan')):.3f}); harness lag, arrival "
+                          f"({'kernel stamp' if lag['kernel_stamps'] else 'read time'}) to event: mean "
+                          f"{lag['mean_ms']:.3f} ms, max {lag['max_ms']:.1f} ms")
                     if name == "high":
                         ok &= abs(d_commit) <= FLOOR_LATENCY_MS
                 s.set_faults({})

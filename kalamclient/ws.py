@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import sys
 import threading
 import time
 import zlib
@@ -46,6 +47,14 @@ _RECV_CHUNK = 256 * 1024
 _RAW_PREFIX = 200
 _SHAPE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
 _RATE_LIMIT_HINT = "too many"
+# Arrival times come from the kernel (SO_TIMESTAMPNS: when the bytes reached this host's socket), not
+# from when this greenlet got round to them. One process serves many sockets: a frame that lands on
+# all of them at once waits, on each, for the others' decoding and recording, and a user-space stamp
+# would add that wait (the generator's own lag) to the latency it reports for the server.
+# (Python 3.11 has no constant for it; 35 is Linux's asm-generic value, x86 and arm alike)
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform == "linux" else None)
+_TS_ANCILLARY = socket.CMSG_SPACE(16) if _SO_TIMESTAMPNS is not None else 0
+_TIMESPEC = struct.Struct("@qq")
 
 
 def ws_url(base_url: str, compress: bool = True, path: str = "/v1/ws") -> str:
@@ -204,12 +213,17 @@ class LiveConnection:
         self._cur_timeout: object = object()
         self._frag_op = None
         self._frag: list | None = None
+        self._kernel_stamps = False
+        self._read_at = 0.0  # arrival time (Unix s) of the bytes of the newest read
         # cheap counters
         self.frames = 0
         self.gzip_frames = 0
         self.bytes_in = 0
         self.pings_sent = 0
         self.last_opcode = None
+        # the harness's own lag: from a frame's arrival (kernel stamp) to its event handed out
+        self.lag_sum = 0.0
+        self.lag_max = 0.0
 
     def __repr__(self) -> str:
         state = "closed" if self._ended else ("open" if self._ws is not None else "new")
@@ -256,10 +270,23 @@ class LiveConnection:
         self._ws = ws
         self._sock = ws.sock
         self._cur_timeout = self._sock.gettimeout()
+        self._kernel_stamps = self._enable_kernel_stamps()
         # Read the socket in large chunks; websocket-client's frame parser cuts frames out of them.
         ws.frame_buffer.recv = self._buffered_recv
         if self.ping_interval:
             self._start_pinger(float(self.ping_interval))
+
+    def _enable_kernel_stamps(self) -> bool:
+        """SO_TIMESTAMPNS on a plain TCP socket (not TLS: SSLSocket has no recvmsg); else False and
+        arrivals are stamped with time.time() when read."""
+        sock = self._sock
+        if _SO_TIMESTAMPNS is None or not hasattr(sock, "recvmsg") or hasattr(sock, "getpeercert"):
+            return False
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        except OSError:
+            return False
+        return True
 
     def _bad_status(self, exc: WebSocketBadStatusException) -> KalamError:
         status = exc.status_code
@@ -424,7 +451,17 @@ class LiveConnection:
             self._sock.settimeout(t)
             self._cur_timeout = t
         try:
-            data = self._sock.recv(_RECV_CHUNK)
+            if self._kernel_stamps:
+                data, anc, _flags, _addr = self._sock.recvmsg(_RECV_CHUNK, _TS_ANCILLARY)
+                # TCP reports the stamp of the newest segment copied by this read
+                if anc and anc[0][1] == _SO_TIMESTAMPNS and len(anc[0][2]) >= 16:
+                    sec, nsec = _TIMESPEC.unpack_from(anc[0][2])
+                    self._read_at = sec + nsec * 1e-9
+                else:
+                    self._read_at = time.time()
+            else:
+                data = self._sock.recv(_RECV_CHUNK)
+                self._read_at = time.time()
         except (socket.timeout, TimeoutError, BlockingIOError):
             raise WebSocketTimeoutException("timed out") from None
         if not data:
@@ -464,7 +501,7 @@ class LiveConnection:
                     return self._deliver_end(self._lost(exc))
                 except WebSocketException as exc:  # protocol violation: the stream is unusable
                     return self._deliver_end(Closed(1002, f"protocol error: {exc}", False, time.time()))
-                ts = time.time()
+                ts = self._read_at
                 op = frame.opcode
                 self.frames += 1
                 if op == OP_TEXT or op == OP_BINARY:
@@ -501,6 +538,10 @@ class LiveConnection:
                 if op == OP_BINARY and data[:2] == _GZIP_MAGIC:
                     self.gzip_frames += 1
                 ev = decode_frame(data, op, ts)
+                lag = time.time() - ts
+                self.lag_sum += lag
+                if lag > self.lag_max:
+                    self.lag_max = lag
                 if (type(ev) is InitialDataBatch and ev.has_more and self.auto_next_batch
                         and ev.last_seq_id is not None):
                     try:

@@ -13,6 +13,8 @@ import orjson
 from aiohttp import WSMsgType
 
 from .auth import TokenBucket
+from .duetimer import DueTimer
+from .storage import SEQ_EPOCH_MS
 from .types import encode
 
 log = logging.getLogger("standin.live")
@@ -249,6 +251,8 @@ class Change:
         return _PREFIX + sub.id_esc + b'",' + dumps(p)[1:]
 
 
+_DELAY_GROUP_S = 50e-6  # held changes due this close together leave together
+
 # ------------------------------------------------------------------------------------ connection
 class Conn:
     def __init__(self, manager: "LiveManager", ws, compress: bool, ip: str):
@@ -393,9 +397,13 @@ class LiveManager:
         self.fault_corrupted = 0
         self.fault_cross_user = 0
         self.sent_changes = 0
+        # fault delay_ms: how late each held change left its due time (us; the newest 10,000), so that a
+        # latency benchmark can tell the stand-in's timer error from the client's
+        self.delay_late_us: deque = deque(maxlen=10_000)
         self.peak_conns = 0
         self.peak_subs = 0
         self.loop = None
+        self.due_timer = None
 
     # ----------------------------------------------------------- registry
     def add_conn(self, c: Conn):
@@ -541,10 +549,16 @@ class LiveManager:
             msg = ch.message(sub)
         copies = 2 if (f.duplicate and tgt and typed and rng.random() < f.duplicate) else 1
         self.fault_duplicates += copies - 1
+        commit_mono = None
         for _ in range(copies):
             if (f.delay_ms or f.jitter_ms) and tgt:
+                if commit_mono is None:
+                    # due D after the commit stamp (the `_seq` time, whole ms), not after this routing
+                    # step: a latency measured from commit then reads D plus the wire, and the stand-in's
+                    # own time between stamp and routing is absorbed into D instead of added to it
+                    commit_mono = time.monotonic() + ((ch.seq >> 22) + SEQ_EPOCH_MS) / 1000.0 - time.time()
                 d = f.delay_ms + (rng.uniform(0, f.jitter_ms) if f.jitter_ms else 0.0)
-                at = time.monotonic() + d / 1000.0
+                at = commit_mono + d / 1000.0
                 if sub.delay_q and sub.delay_q[-1][0] > at:
                     at = sub.delay_q[-1][0]  # order kept
                 sub.delay_q.append((at, msg))
@@ -554,15 +568,19 @@ class LiveManager:
                 self._stage2(sub, msg)
 
     def _arm_delay(self, sub: Sub):
-        at = sub.delay_q[0][0]
-        sub.delay_timer = self.loop.call_later(max(0.0, at - time.monotonic()), self._release_delay, sub)
+        if self.due_timer is None:
+            self.due_timer = DueTimer(self.loop)  # precise: asyncio's own timers fire up to 2 ms late
+        sub.delay_timer = self.due_timer.call_at(sub.delay_q[0][0], self._release_delay, sub)
 
     def _release_delay(self, sub: Sub):
         sub.delay_timer = None
         now = time.monotonic()
         q = sub.delay_q
-        while q and q[0][0] <= now + 0.0005:
-            self._stage2(sub, q.popleft()[1])
+        late = self.delay_late_us
+        while q and q[0][0] <= now + _DELAY_GROUP_S:
+            at, msg = q.popleft()
+            late.append(int((now - at) * 1e6))
+            self._stage2(sub, msg)
         if q and sub.active:
             self._arm_delay(sub)
 

@@ -56,6 +56,16 @@ def auth_err(kind: str, message: str, status: int):
     return jresp({"error": kind, "message": message}, status)
 
 
+def _delay_late_figures(late_us) -> dict:
+    """Fault delay_ms: how late held changes left their due time (ms; the newest 10,000)."""
+    xs = sorted(late_us)
+    if not xs:
+        return {"standin_delay_released": 0}
+    pick = lambda q: round(xs[min(len(xs) - 1, int(q * len(xs)))] / 1000.0, 3)  # noqa: E731
+    return {"standin_delay_released": len(xs), "standin_delay_late_ms_p50": pick(0.5),
+            "standin_delay_late_ms_p99": pick(0.99)}
+
+
 class State:
     def __init__(self, settings, store: Store, faults: Faults):
         self.settings = settings
@@ -158,6 +168,7 @@ class State:
             "standin_notifications_duplicated_fault": live.fault_duplicates,
             "standin_notifications_corrupted_fault": live.fault_corrupted,
             "standin_notifications_cross_user_fault": live.fault_cross_user,
+            **_delay_late_figures(live.delay_late_us),
             "standin_leaked_bytes": self.faults.leaked_bytes,
             "standin_dml_statements": self.engine.dml_count,
         }

@@ -6,11 +6,13 @@ Each test uses its own namespace / users so that tests sharing the session serve
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 
 import pytest
 
+from checks.model import seq_commit_ms
 from kalamclient import KalamHttp, LiveConnection
 from kalamclient.errors import (AuthFailed, ConnectError, HttpError, RateLimited, SqlError, WsAuthError)
 from kalamclient.events import (AuthSuccess, Change, Closed, InitialDataBatch, MalformedFrame, ServerError,
@@ -499,5 +501,27 @@ def test_no_malformed_frames_in_normal_traffic(standin, admin):
         changes = [e for e in got if type(e) is Change]
         rows = [r for e in got if type(e) is InitialDataBatch for r in e.rows]
         assert len(changes) + len(rows) == 10
+    finally:
+        conn.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SO_TIMESTAMPNS arrival stamps are Linux-only")
+def test_arrival_is_stamped_when_the_bytes_arrived_not_when_read(standin, admin):
+    """A frame read late (the process busy with other sockets) keeps its arrival time: latency
+    measures the server, not the harness's own lag, which is counted apart (lag_sum, lag_max)."""
+    table = shared_table(admin)
+    conn = live(standin, admin.access_token)
+    try:
+        conn.subscribe("s", f"SELECT * FROM {table}")
+        next_of(conn, SubscriptionAck, skip=())
+        assert conn._kernel_stamps
+        t_write = time.time()
+        insert(admin, table, "k", 1)
+        time.sleep(0.4)  # the change waits in the socket while this "process" is busy elsewhere
+        t_read = time.time()
+        ch = next_of(conn, Change)
+        assert t_write <= ch.received_at < t_read - 0.3, (t_write, ch.received_at, t_read)
+        assert ch.received_at * 1000.0 >= seq_commit_ms(ch.seq)
+        assert conn.lag_max >= 0.3  # the wait shows up as the harness's lag instead
     finally:
         conn.close()

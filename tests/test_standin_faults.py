@@ -6,6 +6,7 @@ import psutil
 import pytest
 import requests
 
+from checks.model import seq_commit_ms
 from standin.testing import TEST_ROOT_PASSWORD, WsClient, WsClosed, login, sql, sql_ok
 
 
@@ -200,3 +201,22 @@ def test_crash_after_writes(env):
     rows = sql_ok(s.url, tok, "SELECT id FROM f.t")["results"][0]["rows"]
     assert rows == [["w1"], ["w2"], ["w3"]]  # committed before the crash
     assert s.get_faults() == {}
+
+
+def test_delay_is_due_from_the_commit_stamp_and_reports_its_own_timer_error(env):
+    """delay_ms = D holds each change until D after its `_seq` time (never before), and system.stats
+    says how late the stand-in released them, so a latency benchmark can separate its error."""
+    s, tok = env
+    c = listen(s, tok)
+    s.set_faults({"delay_ms": 150})
+    for i in range(5):
+        write(s, tok, f"d{i}")
+    got = []
+    for _ in range(5):
+        m = c.recv(timeout=3)
+        got.append((time.time() * 1000.0, int(m["rows"][0]["_seq"])))
+    for t_ms, seq in got:
+        assert 150 - 0.1 <= t_ms - seq_commit_ms(seq) < 150 + 500, (t_ms, seq_commit_ms(seq))
+    stats = dict(sql_ok(s.url, tok, "SELECT * FROM system.stats")["results"][0]["rows"])
+    assert int(stats["standin_delay_released"]) == 5
+    assert 0 <= float(stats["standin_delay_late_ms_p50"]) <= float(stats["standin_delay_late_ms_p99"])
