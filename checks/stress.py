@@ -878,7 +878,8 @@ def generator_saturation(times: Sequence[float], cpu_percent: Sequence[float], *
                          title: str = "load generator not saturated") -> dict:
     """A gevent load generator runs on one core; above ``threshold_pct`` of it the latencies it measures
     are its own queueing.  More than ``max_share`` of the samples over the threshold → inconclusive with
-    ``details["warning"]`` (the latency figures of this run measure the generator); else pass."""
+    ``details["warning"]`` (the generator's sockets back up: arrivals are stamped by the kernel, but the
+    server then waits on full socket buffers, so latencies include the generator's backlog); else pass."""
     thr = f"≤ {max_share * 100:g} % of samples above {threshold_pct:g} % of a core"
     _, vs = window(times, cpu_percent, start, end)
     if len(vs) < min_samples:
@@ -889,7 +890,7 @@ def generator_saturation(times: Sequence[float], cpu_percent: Sequence[float], *
               f"{over}/{len(vs)} samples above {threshold_pct:g} %")
     details = {"avg_percent": statistics.fmean(vs), "max_percent": max(vs), "over": over, "samples": len(vs)}
     if share > max_share:
-        details["warning"] = "load generator saturated: latency figures measure the generator"
+        details["warning"] = "load generator saturated: its sockets back up, so latency figures include its own backlog"
         return _verdict(id, title, INCONCLUSIVE, figure + ": saturated, latencies unreliable",
                         round(share, 4), thr, details)
     return _verdict(id, title, PASS, figure, round(share, 4), thr, details)

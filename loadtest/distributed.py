@@ -47,10 +47,12 @@ import time
 import uuid
 from types import SimpleNamespace
 
-from checks.clock import clock_report, estimate_offset
 import gevent
 import gevent.event
 from locust import events
+
+import kalamclient.ws
+from checks.clock import clock_report, estimate_offset
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,7 @@ def install_test_clock_offset() -> float:
 
         shifted_time._klt_offset = offset
         time.time = shifted_time
+        kalamclient.ws.kernel_stamp_shift_s = offset  # arrival stamps read the system clock too
         log.warning("test hook %s=%s: this process's clock reads %+.3f s off", ENV_CLOCK_OFFSET, raw, offset)
     return offset
 

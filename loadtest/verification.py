@@ -129,7 +129,7 @@ def verify_and_report(run, raw_counters) -> dict:
         gen = scen.get("GEN", {})
         if gen.get("verdict") == "warning":
             notes.append(f"load generator saturated: {gen.get('figure')} — latency figures (S6, SC-054) "
-                         "partly measure this process")
+                         "may include this process's backlog (its sockets back up)")
     figures["verification_seconds"] = round(time.time() - t0, 3)
     dist = run.distributed_report(scen, notes) if hasattr(run, "distributed_report") else None
     rep = report_mod.build(run_info, scen, figures, [r.to_dict() for r in results], notes)
