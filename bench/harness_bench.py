@@ -328,7 +328,7 @@ class Profiler:
     def __init__(self, pid: int, out: Path, rate: int = 250):
         self.out = out
         self.p = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--format", "raw", "-r", str(rate),
-                                   "-o", str(out), "--nonblocking"], stdout=subprocess.DEVNULL,
+                                   "-o", str(out), *os.environ.get("PYSPY_EXTRA", "--nonblocking").split()], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, text=True)
 
     def stop(self, top: int = 25) -> str:

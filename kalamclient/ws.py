@@ -476,6 +476,46 @@ class LiveConnection:
         self._rpos = n
         return data[:n]
 
+    def _cut_data_frame(self):
+        """(opcode, fin, payload) of a data frame held whole in the read buffer, or None.
+
+        The hot path: websocket-client's parser takes a lock, several reads and a validation per frame;
+        an unmasked data frame (what a server sends) without RSV bits is cut here in a few operations.
+        Anything else (control frames, a frame not yet whole, masked or RSV frames) is left in the
+        buffer for websocket-client's parser, which reads from the same buffer and validates it."""
+        buf = self._rbuf
+        pos = self._rpos
+        size = len(buf)
+        if size - pos < 2:
+            return None
+        b1 = buf[pos]
+        if b1 & 0x70 or (b1 & 0x0F) > OP_BINARY:
+            return None
+        n = buf[pos + 1]
+        if n < 126:
+            start = pos + 2
+        elif n == 126:
+            start = pos + 4
+            if start > size:
+                return None
+            n = (buf[pos + 2] << 8) | buf[pos + 3]
+        elif n == 127:
+            start = pos + 10
+            if start > size:
+                return None
+            n = int.from_bytes(buf[pos + 2:start], "big")
+        else:  # masked
+            return None
+        end = start + n
+        if end > size:
+            return None
+        if end == size:
+            self._rbuf = b""
+            self._rpos = 0
+        else:
+            self._rpos = end
+        return b1 & 0x0F, b1 & 0x80, buf[start:end]
+
     def recv(self, timeout: float | None = None):
         """Next event, or None when ``timeout`` seconds pass without one.
 
@@ -492,37 +532,41 @@ class LiveConnection:
         if ws is None:
             raise RuntimeError("LiveConnection not opened: call connect() first")
         self._deadline = None if timeout is None else time.monotonic() + timeout
-        recv_frame = ws.frame_buffer.recv_frame
+        fbuf = ws.frame_buffer
+        recv_frame = fbuf.recv_frame
         self._reading = True
         try:
             while True:
-                try:
-                    frame = recv_frame()
-                except WebSocketTimeoutException:
-                    return None
-                except (WebSocketConnectionClosedException, OSError, ValueError) as exc:
-                    return self._deliver_end(self._lost(exc))
-                except WebSocketException as exc:  # protocol violation: the stream is unusable
-                    return self._deliver_end(Closed(1002, f"protocol error: {exc}", False, time.time()))
+                cut = self._cut_data_frame() if fbuf.header is None and not fbuf.recv_buffer else None
+                if cut is not None:
+                    op, fin, data = cut
+                else:
+                    try:
+                        frame = recv_frame()
+                    except WebSocketTimeoutException:
+                        return None
+                    except (WebSocketConnectionClosedException, OSError, ValueError) as exc:
+                        return self._deliver_end(self._lost(exc))
+                    except WebSocketException as exc:  # protocol violation: the stream is unusable
+                        return self._deliver_end(Closed(1002, f"protocol error: {exc}", False, time.time()))
+                    op, fin, data = frame.opcode, frame.fin, frame.data
                 ts = self._read_at
-                op = frame.opcode
                 self.frames += 1
                 if op == OP_TEXT or op == OP_BINARY:
-                    if not frame.fin:
-                        self._frag_op, self._frag = op, [frame.data]
+                    if not fin:
+                        self._frag_op, self._frag = op, [data]
                         continue
-                    data = frame.data
                 elif op == OP_CONT:
                     if self._frag is None:
                         return self._deliver_end(Closed(1002, "protocol error: stray continuation frame",
                                                         False, ts))
-                    self._frag.append(frame.data)
-                    if not frame.fin:
+                    self._frag.append(data)
+                    if not fin:
                         continue
                     op, data = self._frag_op, b"".join(self._frag)
                     self._frag_op = self._frag = None
                 elif op == OP_CLOSE:
-                    code, reason = _parse_close(frame.data)
+                    code, reason = _parse_close(data)
                     if self._close_sent is None:
                         try:
                             ws.send_close(code if code not in (1005, 1006, 1015) else 1000)
@@ -531,7 +575,7 @@ class LiveConnection:
                     return self._deliver_end(Closed(code, reason, True, ts))
                 elif op == OP_PING:
                     try:
-                        ws.pong(frame.data)
+                        ws.pong(data)
                     except Exception:
                         pass
                     continue

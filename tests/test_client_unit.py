@@ -451,6 +451,36 @@ def test_ws_frames_malformed_gzip_fragmented_and_close():
         srv.close()
 
 
+def test_ws_frame_lengths_in_one_read_and_rsv_bits_rejected():
+    """Frames of every length encoding back to back in one read (cut from the buffer), one split over
+    two reads, then a frame with an RSV bit: that one is a protocol error (Closed 1002), not a change."""
+    sizes = (10, 200, 70_000)
+    frames = [ws_frame(_insert(i + 1, pad=p)) for i, p in enumerate(sizes)]
+    split = ws_frame(_insert(4, pad=300))
+    bad = bytearray(ws_frame(_insert(5)))
+    bad[0] |= 0x40  # RSV1 without a negotiated extension
+
+    def script(c):
+        c.sendall(AUTH_OK + b"".join(frames) + split[:150])
+        time.sleep(0.3)
+        c.sendall(split[150:])
+        c.sendall(bytes(bad))
+        time.sleep(1)
+
+    srv = ScriptedWs(script)
+    conn = LiveConnection(srv.url, "t", ping_interval=None, connect_timeout=5)
+    try:
+        conn.connect()
+        evs = [conn.recv(2) for _ in range(5)]
+        assert [type(e).__name__ for e in evs] == ["Change"] * 4 + ["Closed"], evs
+        assert [e.seq for e in evs[:4]] == [1, 2, 3, 4]
+        assert [len(e.row["pad"]) for e in evs[:4]] == [*sizes, 300]
+        assert evs[4].code == 1002 and "protocol error" in evs[4].reason
+    finally:
+        conn.close()
+        srv.close()
+
+
 def test_ws_peer_vanishes_gives_unclean_closed_promptly():
     def script(c):
         c.sendall(AUTH_OK + ws_frame(_insert(1)))
