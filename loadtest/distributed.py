@@ -413,6 +413,7 @@ def _make_distributed_run_class():
                     rs.disconnects = {str(k): v for k, v in s["disconnects"].items()}
                     rs.forced_reconnects, rs.resumes, rs.malformed = s["forced_reconnects"], s["resumes"], s["malformed"]
                     rs.disconnect_log = s["disconnect_log"]
+                    rs.lag_figures = tuple(s.get("lag") or (0, 0.0, 0.0))
                     sessions.append(rs)
             # every listener account claimed by a worker that sent nothing is accounted for above
             self.sessions = sessions
@@ -445,6 +446,7 @@ def _make_distributed_run_class():
                     "drain": w.answers.get("drained"),
                     "cpu_seconds": w.meta.get("cpu_seconds"), "max_rss_mb": w.meta.get("max_rss_mb"),
                     "reconcile_seconds": w.meta.get("reconcile_seconds"),
+                    "listener_lag_ms": w.meta.get("listener_lag_ms"),
                 })
             lost = [{"node": w.node, "hostname": w.hostname, "pid": w.pid, "why": w.lost}
                     for w in self.workers.values() if w.lost]
@@ -496,9 +498,14 @@ class _RemoteSession:
         self.disconnects: dict = {}
         self.forced_reconnects = self.resumes = self.malformed = 0
         self.disconnect_log: list = []
+        self.lag_figures = (0, 0.0, 0.0)
 
     def received_total(self) -> int:
         return sum(st.received for st in self.subs.values())
+
+    def lag(self) -> tuple:
+        """(frames, lag sum s, lag max s) as the worker's ListenerSession.lag() reported it."""
+        return self.lag_figures
 
 
 class Coordinator:
@@ -633,6 +640,7 @@ def _make_worker_run_class():
     from .pacing import TokenBucket
     from .provision import Account, Provisioned
     from .run import AdminCredentials, Run
+    from .verification import lag_figures
     from .workloads import tables_for
 
     class WorkerRun(Run):
@@ -870,11 +878,12 @@ def _make_worker_run_class():
                 sessions.append({"user": s.account.user, "vanished": s.vanished, "subs": subs,
                                  "disconnects": {str(k): v for k, v in s.disconnects.items()},
                                  "forced_reconnects": s.forced_reconnects, "resumes": s.resumes,
-                                 "malformed": s.malformed, "disconnect_log": dlog})
+                                 "malformed": s.malformed, "disconnect_log": dlog, "lag": list(s.lag())})
             ru = resource.getrusage(resource.RUSAGE_SELF)
             meta = {"cpu_seconds": round(ru.ru_utime + ru.ru_stime, 2), "max_rss_mb": round(ru.ru_maxrss / 1024, 1),
                     "reconcile_seconds": round(time.perf_counter() - t0, 3),
-                    "discarded": sum(getattr(s, "discarded", 0) for s in self.sessions)}
+                    "discarded": sum(getattr(s, "discarded", 0) for s in self.sessions),
+                    "listener_lag_ms": lag_figures([s.lag() for s in self.sessions])}
             payload = pack({"results": results, "sessions": sessions, "meta": meta}, blobs)
             self.agent.transfers.send("results", payload, {"run": self.run_key, "meta": meta}, timeout=60.0)
 

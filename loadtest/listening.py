@@ -68,6 +68,10 @@ class ListenerSession:
         self.resumes = 0
         self.malformed = 0
         self.connected_at = None
+        # the harness's own lag (arrival, kernel stamp, to event) of the connections closed so far
+        self._lag_frames = 0
+        self._lag_sum = 0.0
+        self._lag_max = 0.0
         self.names = {(sid, ct): f"{sid} {ct}" for sid in self.subs for ct in ("insert", "update", "delete")}
 
     # ---- connecting ----------------------------------------------------------------------------------------
@@ -77,8 +81,24 @@ class ListenerSession:
         conn = LiveConnection(self.run.base_url, token, compress=True, auth="header",
                               ping_interval=self.run.ping_interval, connect_timeout=10.0, auto_next_batch=True)
         conn.connect()
+        self._fold_lag()
         self.conn = conn
         self.connected_at = time.time()
+
+    def _fold_lag(self) -> None:
+        old = self.conn
+        if old is not None:
+            self._lag_frames += old.frames
+            self._lag_sum += old.lag_sum
+            self._lag_max = max(self._lag_max, old.lag_max)
+
+    def lag(self) -> tuple[int, float, float]:
+        """(frames, sum of lags s, max lag s) over every connection of this session: how long frames
+        waited in this process between their arrival and their event (not part of any latency)."""
+        c = self.conn
+        if c is None:
+            return self._lag_frames, self._lag_sum, self._lag_max
+        return self._lag_frames + c.frames, self._lag_sum + c.lag_sum, max(self._lag_max, c.lag_max)
 
     def _subscribe_all(self, resume: bool) -> None:
         for sid, st in self.subs.items():

@@ -104,6 +104,7 @@ def verify_and_report(run, raw_counters) -> dict:
         "forced_reconnects": sum(s.forced_reconnects for s in run.sessions),
         "resumes": sum(s.resumes for s in run.sessions),
         "malformed_frames": sum(s.malformed for s in run.sessions),
+        "listener_lag_ms": lag_figures([s.lag() for s in run.sessions]),
         "generator_cpu_seconds": round(ru.ru_utime + ru.ru_stime, 2),
         "generator_max_rss_mb": round(ru.ru_maxrss / 1024, 1),
         "verification_seconds": None,
@@ -155,6 +156,16 @@ STRESS_OPTIONS = ("readers", "reader_rate", "monitor_interval", "warmup", "basel
 
 def _stress_settings(o) -> dict:
     return {k: getattr(o, k, None) for k in STRESS_OPTIONS}
+
+
+def lag_figures(lags) -> dict:
+    """{"frames", "mean", "max"} (ms) from sessions' (frames, lag sum s, lag max s): how long frames waited
+    in the generator between arrival and record. Latency excludes it (arrivals carry the kernel's stamp);
+    a growing lag says the generator is falling behind."""
+    frames = sum(f for f, _, _ in lags)
+    total = sum(x for _, x, _ in lags)
+    return {"frames": frames, "mean": round(1000.0 * total / frames, 3) if frames else None,
+            "max": round(1000.0 * max((m for _, _, m in lags), default=0.0), 3) if frames else None}
 
 
 def _sum_dicts(dicts) -> dict:

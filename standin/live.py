@@ -397,8 +397,8 @@ class LiveManager:
         self.fault_corrupted = 0
         self.fault_cross_user = 0
         self.sent_changes = 0
-        # fault delay_ms: how late each held change left its due time (us; the newest 10,000), so that a
-        # latency benchmark can tell the stand-in's timer error from the client's
+        # fault delay_ms: how late each held change left its due time (us; the newest 10,000 since faults
+        # were last set), so that a latency benchmark can tell the stand-in's timer error from the client's
         self.delay_late_us: deque = deque(maxlen=10_000)
         self.peak_conns = 0
         self.peak_subs = 0

@@ -431,6 +431,7 @@ class Api:
                     st.faults.patch(obj)
             except (orjson.JSONDecodeError, FaultError, ValueError) as ex:
                 return auth_err("bad_request", str(ex), 400)
+            st.live.delay_late_us.clear()  # the delay figures in system.stats: since faults were last set
             log.warning("faults now %s", st.faults.as_dict())
         return jresp(st.faults.as_dict())
 

@@ -43,6 +43,10 @@ def check_clean(r, listeners: int = 6) -> None:
     # the same expected counts as the ledger implies: every shared-table write reaches every listener
     assert r.scenarios["L8"]["details"]["expected"] == events_acked(r) * listeners
     assert len(r.report["subscriptions"]) == 2 * listeners  # events + chat per listener
+    # the generator's lag, shipped per session by the workers and summed on the master
+    lag = r.report["figures"]["listener_lag_ms"]
+    assert lag["frames"] >= r.report["figures"]["change_messages_received"] > 0
+    assert sum(w["listener_lag_ms"]["frames"] for w in r.report["distributed"]["workers"]) == lag["frames"]
 
 
 # ---------------------------------------------------------------------------------------- pure parts

@@ -30,6 +30,10 @@ def test_clean_run_passes_every_scenario_and_exits_zero(tmp_path):
     assert r.report["summary"]["verdict"] == "pass"
     assert r.report["figures"]["resumes"] > 0
     assert r.stat("standin_notifications_sent") >= 1000
+    # the generator's own lag, counted over every connection (reconnects included), apart from latency
+    lag = r.report["figures"]["listener_lag_ms"]
+    assert lag["frames"] >= r.report["figures"]["change_messages_received"]
+    assert 0 <= lag["mean"] <= lag["max"]
     assert lost_total(r) == 0
     assert "OVERALL PASS" in r.output
 
