@@ -149,11 +149,9 @@ def pipeline_main() -> None:
             break
     cpu_recv, wall = _cpu() - cpu0, time.time() - wall0
     led_path = cmd.split(" ", 1)[1]
-    conns = [s.conn for s in sessions if s.conn is not None]
-    frames = sum(c.frames for c in conns)
-    lag = {"mean_ms": 1000.0 * sum(c.lag_sum for c in conns) / max(frames, 1),
-           "max_ms": 1000.0 * max((c.lag_max for c in conns), default=0.0),
-           "kernel_stamps": all(c._kernel_stamps for c in conns)}
+    from loadtest.verification import lag_figures
+    lag = dict(lag_figures([s.lag() for s in sessions]),
+               kernel_stamps=all(s.conn is not None and s.conn._kernel_stamps for s in sessions))
     for s in sessions:
         s.close()
     t_end = time.time()
@@ -566,7 +564,7 @@ def main(argv=None) -> int:
                           f"\n             stand-in released held changes {late.get('p50', float('nan')):.3f} ms "
                           f"late (median; p99 {late.get('p99', float('nan')):.3f}); harness lag, arrival "
                           f"({'kernel stamp' if lag['kernel_stamps'] else 'read time'}) to event: mean "
-                          f"{lag['mean_ms']:.3f} ms, max {lag['max_ms']:.1f} ms")
+                          f"{lag['mean']:.3f} ms, max {lag['max']:.1f} ms")
                     if name == "high":
                         ok &= abs(d_commit) <= FLOOR_LATENCY_MS and got >= rate
                 s.set_faults({})

@@ -216,6 +216,7 @@ def _make_distributed_run_class():
     from checks.wire import pack, result_from_wire
 
     from .run import Run
+    from .verification import lag_figures
 
     class MasterRun(Run):
         """The master's run: provisions, holds the barrier, collects everything, gives the verdict."""
@@ -446,7 +447,7 @@ def _make_distributed_run_class():
                     "drain": w.answers.get("drained"),
                     "cpu_seconds": w.meta.get("cpu_seconds"), "max_rss_mb": w.meta.get("max_rss_mb"),
                     "reconcile_seconds": w.meta.get("reconcile_seconds"),
-                    "listener_lag_ms": w.meta.get("listener_lag_ms"),
+                    "listener_lag_ms": lag_figures([s.lag() for s in self.sessions if s.worker == w.node]),
                 })
             lost = [{"node": w.node, "hostname": w.hostname, "pid": w.pid, "why": w.lost}
                     for w in self.workers.values() if w.lost]
@@ -640,7 +641,6 @@ def _make_worker_run_class():
     from .pacing import TokenBucket
     from .provision import Account, Provisioned
     from .run import AdminCredentials, Run
-    from .verification import lag_figures
     from .workloads import tables_for
 
     class WorkerRun(Run):
@@ -882,8 +882,7 @@ def _make_worker_run_class():
             ru = resource.getrusage(resource.RUSAGE_SELF)
             meta = {"cpu_seconds": round(ru.ru_utime + ru.ru_stime, 2), "max_rss_mb": round(ru.ru_maxrss / 1024, 1),
                     "reconcile_seconds": round(time.perf_counter() - t0, 3),
-                    "discarded": sum(getattr(s, "discarded", 0) for s in self.sessions),
-                    "listener_lag_ms": lag_figures([s.lag() for s in self.sessions])}
+                    "discarded": sum(getattr(s, "discarded", 0) for s in self.sessions)}
             payload = pack({"results": results, "sessions": sessions, "meta": meta}, blobs)
             self.agent.transfers.send("results", payload, {"run": self.run_key, "meta": meta}, timeout=60.0)
 

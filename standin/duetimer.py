@@ -39,10 +39,9 @@ def _libc():
 
 
 class Handle:
-    __slots__ = ("when", "callback", "args", "cancelled")
+    __slots__ = ("callback", "args", "cancelled")
 
-    def __init__(self, when, callback, args):
-        self.when = when
+    def __init__(self, callback, args):
         self.callback = callback
         self.args = args
         self.cancelled = False
@@ -74,7 +73,7 @@ class DueTimer:
     def call_at(self, when: float, callback, *args):
         if self._fd < 0:
             return self.loop.call_at(when, callback, *args)
-        h = Handle(when, callback, args)
+        h = Handle(callback, args)
         heapq.heappush(self._heap, (when, next(self._n), h))
         if self._armed is None or when < self._armed:
             self._arm(when)

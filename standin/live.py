@@ -14,7 +14,7 @@ from aiohttp import WSMsgType
 
 from .auth import TokenBucket
 from .duetimer import DueTimer
-from .storage import SEQ_EPOCH_MS
+from .storage import seq_time_ms
 from .types import encode
 
 log = logging.getLogger("standin.live")
@@ -556,7 +556,7 @@ class LiveManager:
                     # due D after the commit stamp (the `_seq` time, whole ms), not after this routing
                     # step: a latency measured from commit then reads D plus the wire, and the stand-in's
                     # own time between stamp and routing is absorbed into D instead of added to it
-                    commit_mono = time.monotonic() + ((ch.seq >> 22) + SEQ_EPOCH_MS) / 1000.0 - time.time()
+                    commit_mono = time.monotonic() + seq_time_ms(ch.seq) / 1000.0 - time.time()
                 d = f.delay_ms + (rng.uniform(0, f.jitter_ms) if f.jitter_ms else 0.0)
                 at = commit_mono + d / 1000.0
                 if sub.delay_q and sub.delay_q[-1][0] > at:

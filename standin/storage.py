@@ -26,6 +26,11 @@ def rfc3339(ts: float | None = None) -> str:
     return d.isoformat(timespec="milliseconds")
 
 
+def seq_time_ms(seq: int) -> int:
+    """Commit time (Unix ms) a `_seq` carries."""
+    return (seq >> 22) + SEQ_EPOCH_MS
+
+
 class SeqGen:
     """One snowflake generator for the whole server: 41-bit ms since 2024-01-01, 10-bit worker, 12-bit seq."""
 
@@ -277,4 +282,4 @@ class Store:
         self.db.close()
 
 
-__all__ = ["Store", "TableDef", "Column", "SeqGen", "qi", "rfc3339", "from_sqlite", "SEQ_COL", "DELETED_COL"]
+__all__ = ["Store", "TableDef", "Column", "SeqGen", "seq_time_ms", "qi", "rfc3339", "from_sqlite", "SEQ_COL", "DELETED_COL"]
