@@ -39,13 +39,21 @@ def test_clean_run_passes_every_scenario_and_exits_zero(tmp_path):
 
 
 def test_drop_is_caught_as_loss_with_the_exact_count(tmp_path):
-    r = run_locust(tmp_path, faults={"drop": 0.02, "seed": 1})
+    # The latency threshold is widened as in the reordering test: this run is about loss, and a lost change
+    # must not show up as a latency sample at all (checked below by count). With the default 50 ms, one
+    # stall of the shared CI machine (once: p99 over 50 ms in a 6 s run) failed SC-054 for a reason that
+    # has nothing to do with drops; SC-054's own fault is the delay test.
+    r = run_locust(tmp_path, "--latency-threshold-ms", "2000", faults={"drop": 0.02, "seed": 1})
+    figures = {k: v["figure"] for k, v in r.scenarios.items()}
     dropped = r.stat("standin_notifications_dropped_fault")
     assert dropped > 0
-    assert lost_total(r) == dropped
-    assert {"L1", "L4", "L10"} <= r.failing
+    assert lost_total(r) == dropped, figures
+    assert {"L1", "L4", "L10"} <= r.failing, figures
     # drops before the queue are not counted by the server either: the counter check stays quiet
-    assert r.verdict("L7") == "pass" and r.verdict("L6") == "pass" and r.verdict("SC-054") == "pass"
+    assert r.verdict("L7") == "pass" and r.verdict("L6") == "pass" and r.verdict("SC-054") == "pass", figures
+    # latency is sampled from what arrived, never from what was lost
+    received = r.report["figures"]["change_messages_received"]
+    assert r.scenarios["SC-054"]["details"]["sent"]["count"] == received > 0, figures
     assert "queue-drops" in r.scenarios["L4"]["details"]["known_behaviours"]
     assert r.returncode != 0
 
@@ -95,8 +103,9 @@ def test_corrupted_values_are_caught_with_the_exact_count(tmp_path):
 
 
 def test_wrong_changes_counter_fails_the_counter_scenario_only(tmp_path):
-    r = run_locust(tmp_path, faults={"counter_skew": 3})
-    assert r.failing == {"L7"}
+    # latency threshold widened (see the drop test): "only L7" must not hinge on a stall of the machine
+    r = run_locust(tmp_path, "--latency-threshold-ms", "2000", faults={"counter_skew": 3})
+    assert r.failing == {"L7"}, {k: v["figure"] for k, v in r.scenarios.items() if v["verdict"] == "fail"}
     assert r.scenarios["L7"]["value"] == 0  # no subscription's counter equals what it received
 
 
