@@ -215,6 +215,7 @@ def _make_distributed_run_class():
     from checks.ledger import WriteLedger
     from checks.wire import pack, result_from_wire
 
+    from .livefeed import MasterLiveView
     from .run import Run
     from .verification import lag_figures
 
@@ -227,6 +228,8 @@ def _make_distributed_run_class():
             super().__init__(environment, base_url, admin)
             self.workers: dict[str, WorkerInfo] = {}
             self.remote_results = None
+            self.live = MasterLiveView()      # the workers' periodic counts (loadtest.livefeed)
+            self.remote_series: list = []     # each worker's exact per-second series, at the end
             self.claims_by_user: dict = {}
             self._watchers: list = []
             self.end_timings: dict = {}
@@ -393,6 +396,8 @@ def _make_distributed_run_class():
                     continue
                 header, blobs = got
                 w.meta.update(header["meta"])
+                if header.get("series"):
+                    self.remote_series.append(header["series"])
                 pos = 0
                 w.result_keys = []
                 for d in header["results"]:
@@ -638,9 +643,11 @@ def _make_worker_run_class():
     from checks.verifier import reconcile
     from checks.wire import pack, result_to_wire, unpack
 
+    from .livefeed import WorkerFeed
     from .pacing import TokenBucket
     from .provision import Account, Provisioned
     from .run import AdminCredentials, Run
+    from .timeseries import TimeSeries
     from .workloads import tables_for
 
     class WorkerRun(Run):
@@ -662,6 +669,7 @@ def _make_worker_run_class():
             self._reqs: dict = {}
             self._outbox = {"claims": [], "ready": [], "failed": []}
             self._flusher = None
+            self.feed = WorkerFeed()
             for led in self.ledgers.values():
                 led._clock = _now
 
@@ -825,6 +833,7 @@ def _make_worker_run_class():
                 gevent.sleep(0.05)
             self._clock_rounds("end")
             if not self._shifted:
+                self.feed.close_ledgers(self.ledgers, _now(), self.theta)
                 for led in self.ledgers.values():
                     led.shift_times(self.theta)
                 self._shifted = True
@@ -850,10 +859,21 @@ def _make_worker_run_class():
                                             "drain_seconds": self.flags.get("drain_seconds"),
                                             "received": sum(s.received_total() for s in self.sessions)})
 
+        def live_part(self) -> dict | None:
+            """This worker's counts since its last report, for the master's live view."""
+            if self.run_key is None:
+                return None
+            self.feed.add_writes(self.ledgers, _now(), self.theta)
+            self.feed.add_arrivals(self.sessions, self.theta)
+            return self.feed.part(self.run_key, self.sessions)
+
         def _send_results(self) -> None:
             t0 = time.perf_counter()
             for s in self.sessions:
                 s.close()
+            self.feed.close_logs(self.sessions, self.theta)
+            # the exact per-second series of this worker's arrivals, against the merged ledger
+            series = TimeSeries(getattr(self.options, "latency_from", "sent"))
             results, blobs, sessions = [], [], []
             for s in self.sessions:
                 subs = []
@@ -865,6 +885,7 @@ def _make_worker_run_class():
                     d, b = result_to_wire(r)
                     results.append(d)
                     blobs.extend(b)
+                    series.add_log(st.log, self.ledgers[st.spec.table.key])
                     spec = st.spec
                     subs.append({"sid": sid, "owner": spec.owner, "group": spec.group, "table": spec.table.key,
                                  "table_kind": spec.table.kind, "content_columns": list(spec.table.content_columns),
@@ -883,7 +904,7 @@ def _make_worker_run_class():
             meta = {"cpu_seconds": round(ru.ru_utime + ru.ru_stime, 2), "max_rss_mb": round(ru.ru_maxrss / 1024, 1),
                     "reconcile_seconds": round(time.perf_counter() - t0, 3),
                     "discarded": sum(getattr(s, "discarded", 0) for s in self.sessions)}
-            payload = pack({"results": results, "sessions": sessions, "meta": meta}, blobs)
+            payload = pack({"results": results, "sessions": sessions, "meta": meta, "series": series.to_wire()}, blobs)
             self.agent.transfers.send("results", payload, {"run": self.run_key, "meta": meta}, timeout=60.0)
 
     return WorkerRun
@@ -1061,6 +1082,31 @@ def _on_test_start(environment, **_kw):
     run = agent.new_run()
     plugin._state["run"] = run
     run.start()
+
+
+@events.report_to_master.add_listener
+def _on_report_to_master(client_id, data, **_kw):
+    """A worker's stats report (every ~3 s) carries its part of the master's live view."""
+    agent = _process.get("agent")
+    run = agent.run if agent is not None else None
+    if run is None:
+        return
+    try:
+        part = run.live_part()
+    except Exception:  # the live view must never break the run
+        log.warning("live counts for the master failed", exc_info=True)
+        return
+    if part is not None:
+        data["klt_live"] = part
+
+
+@events.worker_report.add_listener
+def _on_worker_report(client_id, data, **_kw):
+    co = _process.get("coordinator")
+    part = data.get("klt_live") if isinstance(data, dict) else None
+    run = co.run if co is not None else None
+    if part and run is not None and run.prov is not None and part.get("run") == run.run_key:
+        run.live.merge(client_id, part)
 
 
 @events.quitting.add_listener

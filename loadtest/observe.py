@@ -18,6 +18,9 @@ interval stretches to keep the worker busy at most ~25 % of the time on a long r
 grows with the record). A heartbeat greenlet measures how late the event loop wakes up
 (``health.loop_lag_ms``); the main thread's share of a provisional verification is ``health.copy_ms``.
 
+A distributed master holds no record during the run: it shows the workers' counts and a latency from
+commit instead, and no provisional verdict (``loadtest.livefeed``).
+
 Provisional verdict. Writes sent in the last ``grace`` seconds (2 s, or 3 × the observed p99 latency,
 at most 30 s) are not yet expected (the copied logs end there); the server's counters (L7) are read
 only at the end, so L7 shows ``skipped`` until then. After the run, the view shows the final report.
@@ -69,8 +72,12 @@ def _on_init(environment, web_ui=None, **_kw):
 
 @events.test_start.add_listener
 def _on_test_start(environment, **_kw):
+    from locust.runners import WorkerRunner
+
     from .plugin import current_run
 
+    if isinstance(environment.runner, WorkerRunner):
+        return   # a worker's part of the view is its counts in the master's (loadtest.livefeed)
     old = _observer["current"]
     if old is not None:
         old.stop()
@@ -167,6 +174,10 @@ class Observer:
         self._worker = None
         self._sent: dict = {}
         self._drain_seen = None
+        # a distributed master: no record here during the run, only the workers' counts
+        self.remote = getattr(run, "live", None)
+        if self.remote is not None:
+            self.health["worker_reports"] = 0
 
     # ---- life cycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -202,6 +213,10 @@ class Observer:
             if not run.writers_may_start.is_set():
                 return "barrier", (f"waiting for listeners: {run.ready_listeners}/{run.expected_listeners} "
                                    f"subscribed and ready")
+            if self.remote is not None:
+                return "writing", (f"writers writing, listeners listening on {len(self.remote.nodes)} worker(s); "
+                                   f"loss, duplicates and order are judged at the end, when each worker checks its "
+                                   f"listeners against every worker's ledger; live latency is from commit")
             return "writing", "writers writing, listeners listening"
         if "drain_seconds" in run.flags or run.flags.get("interrupted"):
             mon = run_monitor(run)
@@ -328,6 +343,9 @@ class Observer:
                 continue
             if phase == "setup":
                 continue
+            if self.remote is not None:
+                self.from_workers()
+                continue
             try:
                 self.verify_once()
                 failures = 0
@@ -412,6 +430,21 @@ class Observer:
             self.series_cols, self.histogram = out["series"], out["histogram"]
             self.computed_at, self.cutoff = snap["now"], snap["cutoff"]
 
+    def from_workers(self) -> None:
+        """A distributed master's view: the workers' counts and series (``loadtest.livefeed``). Loss,
+        duplicates and order stay unknown (None) until the end."""
+        live = self.remote
+        c = live.counts()
+        self.series_cols, self.histogram = live.series.columns(), live.series.histogram()
+        self.listeners = [{"listener": u, "received": n, "worker": c["worker_of"].get(u)}
+                          for u, n in sorted(c["received_by_listener"].items())]
+        self.totals = {"writes_sent": c["writes"], "writes_acked": c["writes_acked"], "deliveries": c["deliveries"],
+                       "expected": None, "lost": None, "duplicated": None, "out_of_order": None,
+                       "latency": self.histogram.get("summary"), "latency_from": live.series.latency_from,
+                       "workers_reporting": c["workers_reporting"]}
+        self.health["worker_reports"] = c["reports"]
+        self.computed_at = time.time()
+
     # ---- end of run ---------------------------------------------------------------------------------
     def final(self, report: dict, series_cols: dict, histogram: dict) -> None:
         """The run's report is out: show it instead of the provisional figures."""
@@ -429,7 +462,7 @@ class Observer:
                   "out_of_order": sum(x["out_of_order"] for x in self.listeners),
                   "expected": sum(x["expected"] for x in self.listeners),
                   "deliveries": report.get("figures", {}).get("change_messages_received", t.get("deliveries")),
-                  "latency": histogram.get("summary") or t.get("latency")})
+                  "latency": histogram.get("summary") or t.get("latency"), "latency_from": self.latency_from})
         self.totals = t
         h = self.health
         lag = h["loop_lag_ms"]
@@ -442,6 +475,10 @@ class Observer:
     # ---- live numbers (cheap, read straight from the run) ----------------------------------------
     def live_counts(self) -> dict:
         run = self.run
+        if self.remote is not None and run.report is None:
+            c = self.remote.counts()
+            return {"deliveries": c["deliveries"], "received_by_listener": c["received_by_listener"],
+                    "writes": c["writes"], "writes_acked": c["writes_acked"]}
         deliveries = sum(st.received for s in run.sessions for st in s.subs.values())
         received_by = {s.account.user: s.received_total() for s in run.sessions}
         return {"deliveries": deliveries, "received_by_listener": received_by,
@@ -464,7 +501,8 @@ class Observer:
         return {"phase": phase, "phase_text": text, "now": time.time(), "provisional": self.provisional,
                 "computed_at": self.computed_at, "cutoff": self.cutoff,
                 "run": run_settings(run), "scenarios": self.scenarios, "listeners": listeners,
-                "totals": {**self.totals, "deliveries_now": live["deliveries"], "writes_now": live["writes"]},
+                "totals": {**self.totals, "deliveries_now": live["deliveries"], "writes_now": live["writes"],
+                           **({"writes_acked": live["writes_acked"]} if "writes_acked" in live else {})},
                 "series": self.series_cols, "histogram": self.histogram, "server": server,
                 "marks": run_marks(run), "stress": stress_overlay(run.report) if run.report else None,
                 "health": self.health, "drain": self.drain_status() if phase == "draining" else None,
@@ -483,14 +521,16 @@ class Observer:
         live = self.live_counts()
         t = self.totals
         lat = (t.get("latency") or {}).get("p95")
-        acked = t.get("writes_acked")
+        lat_from = t.get("latency_from") or self.latency_from
+        acked = live.get("writes_acked", t.get("writes_acked"))
         srv = self.server_series()
         rss = next((x for x in reversed(srv.get("rss_mb") or []) if x is not None), None)
         cpu = next((x for x in reversed(srv.get("cpu") or []) if x is not None), None)
         parts = [f"{el:5.0f}s writing", f"writes {live['writes']}" + (f" ({acked} acked)" if acked is not None else ""),
                  f"deliveries {live['deliveries']}",
-                 f"lost so far {t.get('lost', '?')}" + (f", duplicated {t['duplicated']}" if t.get("duplicated") else ""),
-                 f"latency p95 {lat:.1f} ms ({self.latency_from})" if lat is not None else "latency p95 -",
+                 ("lost: judged at the end" if self.remote is not None else
+                  f"lost so far {t.get('lost', '?')}" + (f", duplicated {t['duplicated']}" if t.get("duplicated") else "")),
+                 f"latency p95 {lat:.1f} ms ({lat_from})" if lat is not None else "latency p95 -",
                  f"server {rss:.0f} MB" + (f", CPU {cpu:.0f}%" if cpu is not None else "") if rss is not None
                  else "server memory -"]
         return "progress: " + " | ".join(parts)

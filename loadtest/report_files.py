@@ -29,7 +29,8 @@ UPLOT_VERSION = "1.6.32"
 
 
 def build_series(run) -> tuple[dict, dict]:
-    """Per-second columns and the latency histogram of the whole run, from the ledgers and the logs."""
+    """Per-second columns and the latency histogram of the whole run, from the ledgers and the logs (on
+    a distributed master: the merged ledger, and the arrivals' series each worker computed)."""
     from .timeseries import TimeSeries
 
     ts = TimeSeries(getattr(run.options, "latency_from", "sent"))
@@ -38,6 +39,8 @@ def build_series(run) -> tuple[dict, dict]:
     for s in run.sessions:
         for st in s.subs.values():
             ts.add_log(st.log, run.ledgers[st.spec.table.key])
+    for part in getattr(run, "remote_series", None) or ():
+        ts.merge_wire(part)
     return ts.columns(), ts.histogram()
 
 

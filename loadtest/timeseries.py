@@ -11,7 +11,12 @@ Pure bookkeeping over the run's record (the ledgers and the arrival logs), no so
                    #  "p50": [...], "p95": [...], "p99": [...], "samples": [...]}   (ms; None = no sample)
 
 Both calls are incremental: a cursor per ledger and per log remembers how far it got, so the live view
-feeds the new part every few seconds and the end-of-run report feeds everything once. A write still
+feeds the new part every few seconds and the end-of-run report feeds everything once. ``shift`` (seconds)
+moves the times onto another clock as they are counted (a worker's times onto the master's).
+
+Series merge by adding counts: ``to_wire(take=True)`` hands over what was counted since the last take (the
+cursors stay), and ``merge_wire`` adds such a part to another series. That is how a distributed run's
+workers feed the master's live view and the end-of-run report. A write still
 pending (no answer yet) holds the ledger cursor back until it is answered or ``pending_horizon``
 seconds old. Latency here is per *change arrival* (snapshot rows are not deliveries), signed, from
 the run's ``--latency-from`` start point; the verdict's figures (first arrival of each write) are the
@@ -22,11 +27,17 @@ from __future__ import annotations
 import math
 from array import array
 from collections import Counter
+from functools import partial
+from itertools import compress, groupby, repeat
+from operator import add, is_not, itemgetter, mul, ne, rshift, sub
 
 from checks.histogram import LatencyHistogram
 from checks.model import KIND_DELETE, KIND_SNAPSHOT, OUTCOME_ACK, OUTCOME_PENDING, SEQ_EPOCH_MS, SEQ_TIME_SHIFT
 
 __all__ = ["TimeSeries"]
+
+_COUNTS = ("writes_sent", "writes_acked", "deliveries")
+_not_none = partial(is_not, None)
 
 
 class TimeSeries:
@@ -44,9 +55,10 @@ class TimeSeries:
         self._log_cursor: dict = {}
 
     # ------------------------------------------------------------------ feeding
-    def add_ledger(self, key, view, now: float | None = None, final: bool = False) -> None:
-        """Count the writes of one ledger (a ``LedgerView``) from its cursor on. ``final``: the run is
-        over, count everything (a write never answered is not acknowledged)."""
+    def add_ledger(self, key, view, now: float | None = None, final: bool = False, shift: float = 0.0) -> None:
+        """Count the writes of one ledger (a ``LedgerView``, or anything with its ``n``, ``outcome``,
+        ``t_sent`` and ``t_ack`` columns) from its cursor on. ``final``: the run is over, count everything
+        (a write never answered is not acknowledged)."""
         start = self._ledger_cursor.get(key, 0)
         n = view.n
         if start >= n:
@@ -60,34 +72,47 @@ class TimeSeries:
                 break
         if stop <= start:
             return
-        self.writes_sent.update(map(int, t_sent[start:stop]))
-        self.writes_acked.update(int(t) for o, t in zip(outcome[start:stop], t_ack[start:stop])
+        self.writes_sent.update(map(int, t_sent[start:stop]) if not shift else
+                                (int(t + shift) for t in t_sent[start:stop]))
+        self.writes_acked.update(int(t + shift) for o, t in zip(outcome[start:stop], t_ack[start:stop])
                                  if o == OUTCOME_ACK and t == t)
         self._ledger_cursor[key] = stop
 
-    def add_log(self, log, ledger, key=None) -> None:
+    def add_log(self, log, ledger, key=None, shift: float = 0.0) -> None:
         """Count the change arrivals of one ArrivalLog (or a copy of one) from its cursor on;
-        ``ledger`` is the WriteLedger of the subscription's table (resolves arrivals to writes)."""
+        ``ledger`` is the WriteLedger of the subscription's table (resolves arrivals to writes; unused,
+        may be None, with latency from commit). ``shift`` moves the arrival times (the ledger's
+        are taken as they are)."""
         key = key if key is not None else log.info.key
         start = self._log_cursor.get(key, 0)
         n = len(log.kind)
         if start >= n:
             return
         self._log_cursor[key] = n
-        kinds = log.kind[start:n].tolist()
-        t_recv = log.t_recv[start:n].tolist()
-        pos = [j for j, k in enumerate(kinds) if k != KIND_SNAPSHOT]
-        if not pos:
+        # C-level iteration (map / compress / groupby) wherever a step needs no ledger lookup: a worker
+        # feeds this on its listeners' event loop every few seconds (loadtest.livefeed)
+        kinds = log.kind[start:n]
+        keep = list(map(ne, kinds, repeat(KIND_SNAPSHOT)))
+        t_all = log.t_recv[start:n]
+        if shift:
+            t_all = array("d", map(add, t_all, repeat(shift)))
+        t_recv = list(compress(t_all, keep))
+        if not t_recv:
             return
-        secs = [int(t_recv[j]) for j in pos]
+        secs = list(map(int, t_recv))
         self.deliveries.update(secs)
         if self.latency_from == "commit":
-            seqs = log.seq[start:n].tolist()
-            lat = [t_recv[j] - ((seqs[j] >> SEQ_TIME_SHIFT) + SEQ_EPOCH_MS) * 0.001 if seqs[j] > 0 else None
-                   for j in pos]
+            seqs = list(compress(log.seq[start:n], keep))
+            commit_s = map(mul, map(add, map(rshift, seqs, repeat(SEQ_TIME_SHIFT)), repeat(SEQ_EPOCH_MS)),
+                           repeat(0.001))
+            lat = list(map(sub, t_recv, commit_s))
+            if min(seqs) <= 0:      # no commit time in this _seq
+                lat = [x if q > 0 else None for x, q in zip(lat, seqs)]
         else:
             view = ledger.view()
             start_col = view.t_sent if self.latency_from == "sent" else view.t_ack
+            pos = list(compress(range(n - start), keep))
+            kinds = [kinds[j] for j in pos]
             writers, ns = log.writer[start:n].tolist(), log.n[start:n].tolist()
             names = log.writers
             base, count = [], []
@@ -100,24 +125,49 @@ class TimeSeries:
                     count.append(0)
             flat, nxt = view.flat, view.next
             lat = []
-            for j in pos:
+            for j, k, t in zip(pos, kinds, t_recv):
                 w, x = writers[j], ns[j]
                 i = flat[base[w] + x] if 0 < x <= count[w] else -1
-                if i >= 0 and kinds[j] == KIND_DELETE:
+                if i >= 0 and k == KIND_DELETE:
                     i = nxt[i]          # a tombstone names the version it deleted
                 t0 = start_col[i] if i >= 0 else math.nan
-                lat.append(t_recv[j] - t0 if t0 == t0 else None)
-        by_sec: dict = {}
-        for s, x in zip(secs, lat):
-            if x is not None:
-                by_sec.setdefault(s, []).append(x)
-        for s, xs in by_sec.items():
+                lat.append(t - t0 if t0 == t0 else None)
+        # arrivals come in time order, so a second's samples are (mostly) one run
+        for s, grp in groupby(zip(secs, lat), key=itemgetter(0)):
+            values = array("d", filter(_not_none, map(itemgetter(1), grp)))
+            if not values:
+                continue
             h = self.latency.get(s)
             if h is None:
                 h = self.latency[s] = LatencyHistogram()
-            values = array("d", xs)
             h.add_many(values)
             self.overall.add_many(values)
+
+    # ------------------------------------------------------------------ merging
+    def to_wire(self, take: bool = False) -> dict:
+        """The counts as plain lists (msgpack / JSON-able): ``{"writes_sent": [[second, n], ...],
+        "writes_acked": ..., "deliveries": ..., "latency": [[second, LatencyHistogram.to_dict()], ...]}``.
+        ``take``: and start counting afresh (the cursors stay, so nothing is counted twice)."""
+        out = {name: sorted(getattr(self, name).items()) for name in _COUNTS}
+        out["latency"] = [[s, h.to_dict()] for s, h in sorted(self.latency.items())]
+        if take:
+            for name in _COUNTS:
+                getattr(self, name).clear()
+            self.latency = {}
+            self.overall = LatencyHistogram()
+        return out
+
+    def merge_wire(self, d: dict) -> None:
+        """Add a part made by ``to_wire`` (of a series with the same latency start)."""
+        for name in _COUNTS:
+            getattr(self, name).update({int(s): int(c) for s, c in d.get(name, ())})
+        for s, hd in d.get("latency", ()):
+            h = LatencyHistogram.from_dict(hd)
+            mine = self.latency.get(int(s))
+            if mine is None:
+                self.latency[int(s)] = mine = LatencyHistogram()
+            mine.merge(h)
+            self.overall.merge(h)
 
     # ------------------------------------------------------------------ reading
     def columns(self, since: int | None = None) -> dict:

@@ -4,13 +4,19 @@ the barrier and the end-of-run handshake go through the master, workers' clocks 
 corrected, and a lost worker makes the run inconclusive, naming it."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -123,8 +129,12 @@ def test_shifting_a_ledger_and_a_log_keeps_latency_and_moves_times():
 def test_clean_distributed_run_passes_like_a_single_process_run(tmp_path):
     single = run_locust(tmp_path, *LAT, run_time="6s")
     check_clean(single)
-    r = run_locust(tmp_path, "--processes", "2", *LAT, run_time="6s")
+    r = run_locust(tmp_path, "--processes", "2", *LAT, "--progress-interval", "2", run_time="6s")
     check_clean(r)
+    # the master's progress line counts what the workers report (it holds no record during the run)
+    lines = [x for x in r.output.splitlines() if "progress:" in x and "s writing" in x]
+    counted = [x for x in lines if re.search(r"deliveries [1-9]", x) and re.search(r"writes [1-9]", x)]
+    assert counted and all("lost: judged at the end" in x for x in lines), lines
     assert set(r.scenarios) == set(single.scenarios)
     assert {k: v["verdict"] for k, v in r.scenarios.items()} == {k: v["verdict"] for k, v in single.scenarios.items()}
     d = r.report["distributed"]
@@ -140,15 +150,57 @@ def test_clean_distributed_run_passes_like_a_single_process_run(tmp_path):
         sum(c.values()) for t in r.report["figures"]["writes"].values() for c in t.values())
 
 
+def report_series(tmp_path) -> dict:
+    """The per-second series embedded in the run's HTML report (what its plots draw)."""
+    html = next(Path(tmp_path).glob("report-*.html")).read_text(encoding="utf-8")
+    return json.loads(re.search(r'<script type="application/json" id="lt-data">(.*?)</script>', html, re.S).group(1))
+
+
 def test_a_stop_that_stops_the_workers_users_first_still_collects_everything(tmp_path):
     # the web UI's stop (here: --autostart without --headless): Locust stops every worker's users and
     # only then fires test_stop on the master; listener sessions must outlive their users
     from dist_run import free_port
 
-    r = run_locust(tmp_path, "--processes", "2", "--headful", "--autostart", "--autoquit", "1",
-                   "--web-host", "127.0.0.1", "--web-port", str(free_port()), *LAT, run_time="6s")
+    port = free_port()
+    seen, stop = [], threading.Event()
+
+    def poll():   # the master's web view while the run goes on (bounded: stops with the run or at 60 s)
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/verification/data.json", timeout=2) as resp:
+                    seen.append(json.loads(resp.read()))
+            except OSError:
+                pass
+            stop.wait(0.5)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        r = run_locust(tmp_path, "--processes", "2", "--headful", "--autostart", "--autoquit", "1",
+                       "--web-host", "127.0.0.1", "--web-port", str(port), *LAT, run_time="6s")
+    finally:
+        stop.set()
+        poller.join(5)
     check_clean(r)
     assert all(w["results_received"] for w in r.report["distributed"]["workers"])
+    # the master's live view is the workers' counts, not zeros; what it cannot know yet is shown as unknown
+    writing = [s for s in seen if s.get("phase") == "writing" and (s.get("totals") or {}).get("deliveries_now")]
+    assert writing, [(s.get("phase"), s.get("totals")) for s in seen][-5:]
+    last = writing[-1]
+    t = last["totals"]
+    assert t["writes_now"] > 0 and t["writes_acked"] > 0 and t["deliveries_now"] > 0, t
+    assert t["lost"] is None and t["latency_from"] == "commit" and t["latency"]["count"] > 0, t
+    assert last["scenarios"] == [] and "judged at the end" in last["phase_text"]
+    assert last["health"]["worker_reports"] > 0
+    rows = last["listeners"]
+    assert len(rows) == 6 and all(x["received"] > 0 and x["worker"] for x in rows), rows
+    assert sum(last["series"]["deliveries"]) > 0 and sum(last["series"]["writes_sent"]) > 0
+    assert 0 < last["histogram"]["count"] <= t["deliveries_now"]
+    # the end: the report's own series, every arrival counted once (each worker's logs, merged ledger)
+    series = report_series(tmp_path)["series"]
+    assert sum(series["deliveries"]) == r.report["figures"]["change_messages_received"]
+    assert sum(series["samples"]) == sum(series["deliveries"])
 
 
 def test_ctrl_c_on_the_master_keeps_every_workers_record_and_says_inconclusive(tmp_path):

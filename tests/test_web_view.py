@@ -276,3 +276,46 @@ def test_time_series_from_a_ledger_and_a_log():
     ts.add_log(lg, led)               # incremental: nothing new, nothing counted twice
     assert ts.columns()["deliveries"] == [2, 2, 2, 2, 2]
     assert ts.histogram()["count"] == 10
+
+
+def test_time_series_parts_add_up_to_the_whole_and_shift_moves_the_clock():
+    # a distributed run's series: each worker counts its own arrivals, the master adds the parts up
+    from checks.arrivals import ArrivalLog, SubscriptionInfo
+    from checks.ledger import WriteLedger
+    from checks.model import KIND_INSERT, OP_INSERT, OUTCOME_ACK, Workload
+    from loadtest.timeseries import TimeSeries
+
+    led = WriteLedger(Workload(table="t", content_columns=("body",)))
+    logs = [ArrivalLog(SubscriptionInfo(f"l{j}", f"s{j}", content_columns=("body",))) for j in range(2)]
+    for k in range(12):
+        t = 1000.0 + k * 0.5
+        i = led.begin("w1", OP_INSERT, None, {"body": "x"}, t_sent=t)
+        led.finish(i, OUTCOME_ACK, t_ack=t + 0.001)
+        for j, lg in enumerate(logs):
+            lg.record(KIND_INSERT, "w1", led.wseq(i), 1 << 22, t + 0.004 + 0.002 * j, 0)
+    whole = TimeSeries("sent")
+    whole.add_ledger("t", led.view(), final=True)
+    for lg in logs:
+        whole.add_log(lg, led)
+    master = TimeSeries("sent")
+    master.add_ledger("t", led.view(), final=True)
+    for lg in logs:                       # one worker per listener, each sending two parts
+        worker = TimeSeries("sent")
+        half = ArrivalLog(lg.info)
+        for name in ("kind", "writer", "n", "seq", "t_recv", "digest", "old_digest", "epoch", "flags"):
+            getattr(half, name).extend(getattr(lg, name)[:5])
+        half._writers, half._writer_codes = list(lg.writers), {w: c for c, w in enumerate(lg.writers)}
+        worker.add_log(half, led, key="k")
+        master.merge_wire(worker.to_wire(take=True))
+        assert worker.to_wire()["deliveries"] == []          # taken: counted afresh from here
+        worker.add_log(lg, led, key="k")                      # the same cursor: only the 7 new ones
+        master.merge_wire(worker.to_wire(take=True))
+    assert master.columns() == whole.columns()
+    assert master.histogram() == whole.histogram()
+    # shift: a worker whose clock is 10 s behind the master's files its arrivals 10 s later
+    shifted = TimeSeries("sent")
+    shifted.add_ledger("t", led.view(), final=True, shift=10.0)
+    shifted.add_log(logs[0], led, shift=10.0)
+    cols = shifted.columns()
+    assert cols["t"][0] == 1010 and sum(cols["deliveries"]) == 12 and sum(cols["writes_acked"]) == 12
+    assert all(abs(p - 10_004.0) < 25 for p in cols["p50"] if p is not None)   # arrival moved, ledger not
