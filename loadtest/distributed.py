@@ -230,6 +230,8 @@ def _make_distributed_run_class():
             self.remote_results = None
             self.live = MasterLiveView()      # the workers' periodic counts (loadtest.livefeed)
             self.remote_series: list = []     # each worker's exact per-second series, at the end
+            self._subpolls: dict = {}         # S8 poll number -> {node: answer}
+            self._subpoll_i = 0
             self.claims_by_user: dict = {}
             self._watchers: list = []
             self.end_timings: dict = {}
@@ -238,10 +240,6 @@ def _make_distributed_run_class():
         # ---- during the run --------------------------------------------------------------------
         def start(self) -> None:
             super().start()
-            if self.options.stress:
-                log.warning("--stress with workers: the server is monitored from the master, but listener-side "
-                            "stress evidence (S8 stalls, SC-057 uptime, reader latency) is not collected from "
-                            "workers yet")
             self._watchers.append(gevent.spawn(self._broadcast_go_when_open))
             self._watchers.append(gevent.spawn(self._watch_workers))
 
@@ -277,6 +275,29 @@ def _make_distributed_run_class():
                     else:
                         w.missing_since = None
                 gevent.sleep(0.5)
+
+        def subscription_counts(self) -> tuple[list, int]:
+            """S8's poll, across workers: each live worker answers with its subscriptions' counts and its
+            acknowledged writes (a round trip of a few ms, right after the master read system.live). A
+            worker that does not answer within 2 s leaves a gap in its subscriptions' series."""
+            self._subpoll_i += 1
+            i = self._subpoll_i
+            answers = self._subpolls[i] = {}
+            live = self._live()
+            co = _process["coordinator"]
+            for w in live:
+                co.send("klt:subpoll", {"run": self.run_key, "i": i}, w.node)
+            deadline = _now() + 2.0
+            while len(answers) < len(live) and _now() < deadline:
+                gevent.sleep(0.005)
+            self._subpolls.pop(i, None)
+            rows = [tuple(r) for a in answers.values() for r in a.get("rows", ())]
+            return rows, sum(int(a.get("writes_ok") or 0) for a in answers.values())
+
+        def subpoll_answer(self, node: str, d: dict) -> None:
+            answers = self._subpolls.get(d.get("i"))
+            if answers is not None:
+                answers[node] = d
 
         def _lose(self, w: WorkerInfo, why: str) -> None:
             if not w.lost:
@@ -398,6 +419,8 @@ def _make_distributed_run_class():
                 w.meta.update(header["meta"])
                 if header.get("series"):
                     self.remote_series.append(header["series"])
+                if header.get("tally") and self.stress is not None:
+                    self.stress.tally.merge_wire(header["tally"])
                 pos = 0
                 w.result_keys = []
                 for d in header["results"]:
@@ -420,6 +443,7 @@ def _make_distributed_run_class():
                     rs.forced_reconnects, rs.resumes, rs.malformed = s["forced_reconnects"], s["resumes"], s["malformed"]
                     rs.disconnect_log = s["disconnect_log"]
                     rs.lag_figures = tuple(s.get("lag") or (0, 0.0, 0.0))
+                    rs.first_ready_at, rs.closed_at = s.get("first_ready_at"), s.get("closed_at")
                     sessions.append(rs)
             # every listener account claimed by a worker that sent nothing is accounted for above
             self.sessions = sessions
@@ -505,6 +529,7 @@ class _RemoteSession:
         self.forced_reconnects = self.resumes = self.malformed = 0
         self.disconnect_log: list = []
         self.lag_figures = (0, 0.0, 0.0)
+        self.first_ready_at = self.closed_at = None   # on the master's clock
 
     def received_total(self) -> int:
         return sum(st.received for st in self.subs.values())
@@ -528,6 +553,7 @@ class Coordinator:
         r.register_message("klt:ntp", self._on_ntp)
         r.register_message("klt:clock", self._on_clock)
         r.register_message("klt:drained", self._on_drained)
+        r.register_message("klt:subcounts", self._on_subcounts)
         self.transfers = Transfers(r, self._on_payload, master=True)
 
     def attach(self, run) -> None:
@@ -615,6 +641,11 @@ class Coordinator:
         if w is not None and msg.data.get("run") == run.run_key:
             w.answers["drained"] = msg.data
 
+    def _on_subcounts(self, environment, msg, **_kw):
+        run, w = self._worker(msg)
+        if w is not None and msg.data.get("run") == run.run_key:
+            run.subpoll_answer(w.node, msg.data)
+
     def _on_payload(self, node, kind, payload, meta):
         from checks.wire import unpack
 
@@ -647,6 +678,7 @@ def _make_worker_run_class():
     from .pacing import TokenBucket
     from .provision import Account, Provisioned
     from .run import AdminCredentials, Run
+    from .stress import RequestTally
     from .timeseries import TimeSeries
     from .workloads import tables_for
 
@@ -670,6 +702,7 @@ def _make_worker_run_class():
             self._outbox = {"claims": [], "ready": [], "failed": []}
             self._flusher = None
             self.feed = WorkerFeed()
+            self.tally = RequestTally() if self.options.stress else None   # --stress: shipped at the end
             for led in self.ledgers.values():
                 led._clock = _now
 
@@ -859,13 +892,22 @@ def _make_worker_run_class():
                                             "drain_seconds": self.flags.get("drain_seconds"),
                                             "received": sum(s.received_total() for s in self.sessions)})
 
+        # ---- stress evidence (--stress) --------------------------------------------------------
+        def record_read(self, t: float, latency_ms: float, ok: bool) -> None:
+            if self.tally is not None:
+                self.tally.record_read(t, latency_ms, ok)
+
+        def subscription_counts(self) -> tuple[list, int]:
+            rows, _ = super().subscription_counts()
+            return rows, (self.tally.writes_ok if self.tally is not None else 0)
+
         def live_part(self) -> dict | None:
             """This worker's counts since its last report, for the master's live view."""
             if self.run_key is None:
                 return None
             self.feed.add_writes(self.ledgers, _now(), self.theta)
             self.feed.add_arrivals(self.sessions, self.theta)
-            return self.feed.part(self.run_key, self.sessions)
+            return self.feed.part(self.run_key, self.sessions, _now() + self.theta)
 
         def _send_results(self) -> None:
             t0 = time.perf_counter()
@@ -896,15 +938,20 @@ def _make_worker_run_class():
                 for x in dlog:
                     if x.get("t") is not None:
                         x["t"] += self.theta
+                on_master = (lambda t: None if t is None else t + self.theta)
                 sessions.append({"user": s.account.user, "vanished": s.vanished, "subs": subs,
                                  "disconnects": {str(k): v for k, v in s.disconnects.items()},
                                  "forced_reconnects": s.forced_reconnects, "resumes": s.resumes,
-                                 "malformed": s.malformed, "disconnect_log": dlog, "lag": list(s.lag())})
+                                 "malformed": s.malformed, "disconnect_log": dlog, "lag": list(s.lag()),
+                                 "first_ready_at": on_master(s.first_ready_at), "closed_at": on_master(s.closed_at)})
             ru = resource.getrusage(resource.RUSAGE_SELF)
             meta = {"cpu_seconds": round(ru.ru_utime + ru.ru_stime, 2), "max_rss_mb": round(ru.ru_maxrss / 1024, 1),
                     "reconcile_seconds": round(time.perf_counter() - t0, 3),
                     "discarded": sum(getattr(s, "discarded", 0) for s in self.sessions)}
-            payload = pack({"results": results, "sessions": sessions, "meta": meta, "series": series.to_wire()}, blobs)
+            header = {"results": results, "sessions": sessions, "meta": meta, "series": series.to_wire()}
+            if self.tally is not None:
+                header["tally"] = self.tally.to_wire(shift=self.theta)
+            payload = pack(header, blobs)
             self.agent.transfers.send("results", payload, {"run": self.run_key, "meta": meta}, timeout=60.0)
 
     return WorkerRun
@@ -952,6 +999,7 @@ class WorkerAgent:
         r.register_message("klt:go", self._on_go)
         r.register_message("klt:ntp_r", self._on_ntp_r)
         r.register_message("klt:end", self._on_end, concurrent=True)
+        r.register_message("klt:subpoll", self._on_subpoll)
         self.transfers = Transfers(r, self._on_payload, master=False)
 
     def send(self, msg_type: str, data) -> None:
@@ -1005,6 +1053,14 @@ class WorkerAgent:
         ar = self._ntp.get(d["i"])
         if ar is not None:
             ar.set((d["t0"], d["t1"], d["t2"], t3))
+
+    def _on_subpoll(self, environment, msg, **_kw):
+        run = self._current(msg.data)
+        if run is None:
+            return
+        rows, writes_ok = run.subscription_counts()
+        self.send("klt:subcounts", {"run": run.run_key, "i": msg.data.get("i"), "rows": [list(r) for r in rows],
+                                    "writes_ok": writes_ok})
 
     def _on_end(self, environment, msg, **_kw):
         run = self._current(msg.data)
@@ -1098,6 +1154,15 @@ def _on_report_to_master(client_id, data, **_kw):
         return
     if part is not None:
         data["klt_live"] = part
+
+
+@events.request.add_listener
+def _on_request(**kw):
+    """A worker's SQL requests, for the stress verdicts (its RequestTally, shipped at the end)."""
+    agent = _process.get("agent")
+    tally = getattr(agent.run, "tally", None) if agent is not None and agent.run is not None else None
+    if tally is not None:
+        tally.on_request(**kw)
 
 
 @events.worker_report.add_listener

@@ -22,6 +22,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import gevent
+import psutil
 
 from checks.model import OUTCOME_ACK
 
@@ -43,6 +44,8 @@ class WorkerFeed:
         self.writes = self.acked = 0
         self.ledgers_closed = False
         self.logs_closed = False
+        self._proc = psutil.Process()
+        self._proc.cpu_percent(None)   # the first reading is meaningless: start the interval here
 
     def add_writes(self, ledgers: dict, now: float, shift: float, final: bool = False) -> None:
         if self.ledgers_closed:
@@ -71,8 +74,10 @@ class WorkerFeed:
         self.add_arrivals(sessions, shift)
         self.logs_closed = True
 
-    def part(self, run_key: str, sessions) -> dict:
-        return {"run": run_key, "writes": self.writes, "acked": self.acked,
+    def part(self, run_key: str, sessions, t: float) -> dict:
+        """``t``: now, on the master's clock. ``cpu``: this process's CPU since the last part, % of a core
+        (the load generator's saturation, GEN)."""
+        return {"run": run_key, "t": t, "cpu": self._proc.cpu_percent(None), "writes": self.writes, "acked": self.acked,
                 "listeners": [[s.account.user, s.received_total()] for s in sessions],
                 "series": self.series.to_wire(take=True)}
 
@@ -83,12 +88,15 @@ class MasterLiveView:
     def __init__(self):
         self.series = TimeSeries(LIVE_LATENCY_FROM)
         self.nodes: dict = {}        # node -> {"writes", "acked", "listeners": {user: received}}
+        self.cpu: dict = {}          # node -> [(t, % of a core)]: each worker's own CPU (GEN)
         self.reports = 0
 
     def merge(self, node: str, part: dict) -> None:
         self.nodes[node] = {"writes": int(part.get("writes") or 0), "acked": int(part.get("acked") or 0),
                             "listeners": {str(u): int(n) for u, n in part.get("listeners") or ()}}
         self.series.merge_wire(part.get("series") or {})
+        if part.get("t") is not None and part.get("cpu") is not None:
+            self.cpu.setdefault(node, []).append((float(part["t"]), float(part["cpu"])))
         self.reports += 1
 
     def counts(self) -> dict:

@@ -115,6 +115,19 @@ class Run:
         else:
             gevent.spawn_later(self.options.barrier_timeout, self._barrier_timeout)
 
+    # ---- stress evidence (--stress) -------------------------------------------------------------------------
+    def record_read(self, t: float, latency_ms: float, ok: bool) -> None:
+        """A reader's SELECT (S3, S6, S10)."""
+        if self.stress is not None:
+            self.stress.tally.record_read(t, latency_ms, ok)
+
+    def subscription_counts(self) -> tuple[list, int]:
+        """([(subscription key, user, subscription id, changes received on its current connection)],
+        acknowledged writes so far), read now, for S8's series next to the server's system.live."""
+        rows = [(st.log.info.key, s.account.user, sid, st.epoch_received)
+                for s in self.sessions for sid, st in s.subs.items()]
+        return rows, (self.stress.tally.writes_ok if self.stress is not None else 0)
+
     def claim_writer(self):
         if self._next_writer >= len(self.prov.writers):
             return None

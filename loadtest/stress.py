@@ -79,6 +79,45 @@ def error_kind(exc) -> str | None:
     return None
 
 
+class RequestTally:
+    """What the stress verdicts count of the run's own requests: SQL requests and their errors by kind
+    (S10), acknowledged writes (S8's write series), and every read's ``(t, ms, ok)`` (S3, S6, S10).
+
+    Fed by Locust's ``request`` event and the reader users, in whichever process runs them: the
+    stress recorder's own process, or each worker of a distributed run, which ships its tally to the
+    master at the end (``to_wire`` / ``merge_wire``, read times on the master's clock)."""
+
+    def __init__(self):
+        self.reads: list[tuple[float, float, bool]] = []  # (t, latency ms, ok)
+        self.requests = 0
+        self.errors: Counter = Counter()
+        self.writes_ok = 0
+
+    def on_request(self, request_type=None, name=None, response_time=None, exception=None, **_kw):
+        if request_type != "SQL":
+            return
+        self.requests += 1
+        kind = error_kind(exception)
+        if kind is not None:
+            self.errors[kind] += 1
+        elif exception is None and not str(name).startswith("SELECT"):
+            self.writes_ok += 1
+
+    def record_read(self, t: float, latency_ms: float, ok: bool) -> None:
+        self.reads.append((t, latency_ms, ok))
+
+    def to_wire(self, shift: float = 0.0) -> dict:
+        return {"requests": self.requests, "errors": dict(self.errors), "writes_ok": self.writes_ok,
+                "reads": [[t + shift, ms, ok] for t, ms, ok in self.reads]}
+
+    def merge_wire(self, d: dict) -> None:
+        self.requests += int(d.get("requests") or 0)
+        self.errors.update({str(k): int(v) for k, v in (d.get("errors") or {}).items()})
+        self.writes_ok += int(d.get("writes_ok") or 0)
+        self.reads.extend((float(t), float(ms), bool(ok)) for t, ms, ok in d.get("reads") or ())
+        self.reads.sort(key=lambda r: r[0])
+
+
 class StressRecorder:
     def __init__(self, run):
         self.run = run
@@ -91,10 +130,7 @@ class StressRecorder:
         self.write_series: list[tuple[float, int]] = []
         self.flush_times: list[float] = []
         self.flush_errors: list[str] = []
-        self.reads: list[tuple[float, float, bool]] = []  # (t, latency ms, ok)
-        self.requests = 0
-        self.errors: Counter = Counter()
-        self.writes_ok = 0
+        self.tally = RequestTally()
         self.probe: dict | None = None
         self.health_ok_after: bool | None = None
         self.health_error = None
@@ -113,23 +149,10 @@ class StressRecorder:
 
     # ---- life cycle ----------------------------------------------------------------------------------------
     def start(self) -> None:
-        self.run.env.events.request.add_listener(self._on_request)
+        self.run.env.events.request.add_listener(self.tally.on_request)
         self.monitor = ServerMonitor(self.run.base_url, self._admin_client, interval=self.o.monitor_interval)
         self.monitor.start()
         self.monitor.mark("setup_done")
-
-    def _on_request(self, request_type=None, name=None, response_time=None, exception=None, **_kw):
-        if request_type != "SQL":
-            return
-        self.requests += 1
-        kind = error_kind(exception)
-        if kind is not None:
-            self.errors[kind] += 1
-        elif exception is None and not str(name).startswith("SELECT"):
-            self.writes_ok += 1
-
-    def record_read(self, t: float, latency_ms: float, ok: bool) -> None:
-        self.reads.append((t, latency_ms, ok))
 
     def load_started(self, t: float) -> None:
         self.load_start = t
@@ -169,13 +192,12 @@ class StressRecorder:
                 counts: dict = {}
                 for row in res.dicts():
                     counts.setdefault((row.get("user_id"), row.get("subscription_id")), []).append(row.get("changes"))
-                for s in self.run.sessions:
-                    for sid, state in s.subs.items():
-                        values = counts.get((s.account.user, sid))
-                        changes = int(values[0]) if values and len(values) == 1 and values[0] is not None else None
-                        self.sub_series.setdefault(state.log.info.key, []).append(
-                            (t, changes, state.epoch_received))
-                self.write_series.append((t, self.writes_ok))
+                rows, writes_ok = self.run.subscription_counts()
+                for key, user, sid, received in rows:
+                    values = counts.get((user, sid))
+                    changes = int(values[0]) if values and len(values) == 1 and values[0] is not None else None
+                    self.sub_series.setdefault(key, []).append((t, changes, received))
+                self.write_series.append((t, writes_ok))
             except Exception as exc:  # a missed poll is a gap in the series, never an error of the run
                 log.debug("subscription poll failed: %s", exc)
                 http = None if isinstance(exc, (ConnectError, HttpError)) else http
@@ -366,7 +388,7 @@ class StressRecorder:
         # S3: CPU during the writing window, at the achieved insert rate, still answering queries
         cpu_t, cpu_v = st.series(samples, "server_cpu_percent")
         cores = o.cpu_cores if o.cpu_cores > 0 else (mon.cpu_count if mon.local else 1)
-        reads_in = [r for r in self.reads if r[0] >= ls]
+        reads_in = [r for r in self.tally.reads if r[0] >= ls]
         if reads_in:
             q_ok, q_failed, q_source = sum(1 for r in reads_in if r[2]), sum(1 for r in reads_in if not r[2]), "readers"
         else:
@@ -394,8 +416,8 @@ class StressRecorder:
         if o.readers <= 0:
             out["S6"] = _skip("S6", "no reader users (--readers 0)")
         else:
-            lat = [r[1] for r in self.reads if r[0] >= ls and r[2]]
-            failed = sum(1 for r in self.reads if r[0] >= ls and not r[2])
+            lat = [r[1] for r in self.tally.reads if r[0] >= ls and r[2]]
+            failed = sum(1 for r in self.tally.reads if r[0] >= ls and not r[2])
             out["S6"] = st.query_latency(lat, threshold_ms=o.query_p95_ms, quantile=0.95, failed=failed,
                                          title=TITLES["S6"])
 
@@ -434,9 +456,9 @@ class StressRecorder:
         out["S9"] = s9
 
         # S10: graceful degradation
-        slow = sum(1 for r in self.reads if r[2] and r[1] >= o.query_p95_ms)
+        slow = sum(1 for r in self.tally.reads if r[2] and r[1] >= o.query_p95_ms)
         out["S10"] = st.degradation(
-            requests=self.requests, errors=dict(self.errors), slow=slow, slow_ms=o.query_p95_ms,
+            requests=self.tally.requests, errors=dict(self.tally.errors), slow=slow, slow_ms=o.query_p95_ms,
             server_crashed=gone, health_ok_after=self.health_ok_after,
             disconnects=[(d["t"], d["listener"]) for d in unexpected], listeners=o.listeners,
             lost_acked=lost if not run.flags.get("interrupted") else None, title=TITLES["S10"])
@@ -454,15 +476,36 @@ class StressRecorder:
                                      min_notifications=o.uptime_min_notifications, min_uptime=o.uptime_min,
                                      title=TITLES["SC-057"])
 
-        # GEN: a warning, not a verdict on the server (it cannot fail the run)
-        gen_t, gen_v = st.series(samples, "generator_cpu_percent")
-        gen = st.generator_saturation(gen_t, gen_v, start=ls, end=le, title=TITLES["GEN"])
+        # GEN: a warning, not a verdict on the server (it cannot fail the run). The generator is this
+        # process, or on a distributed master each worker process (the worst one is judged)
+        workers_cpu = getattr(getattr(run, "live", None), "cpu", None)
+        if workers_cpu:
+            gen = self._workers_generator(workers_cpu, ls, le)
+        else:
+            gen_t, gen_v = st.series(samples, "generator_cpu_percent")
+            gen = st.generator_saturation(gen_t, gen_v, start=ls, end=le, title=TITLES["GEN"])
         if gen["details"].get("warning"):
             gen["verdict"] = "warning"
         elif gen["verdict"] == st.INCONCLUSIVE:
             gen["verdict"] = st.SKIPPED
         out["GEN"] = gen
         return out
+
+    def _workers_generator(self, workers_cpu: dict, start: float, end: float) -> dict:
+        """GEN over the workers' own CPU samples (node -> [(t on the master's clock, % of a core)], one per
+        worker report): the worst worker's verdict, naming it, with every worker's figures."""
+        workers = getattr(self.run, "workers", {})
+        judged = {}
+        for node, pts in workers_cpu.items():
+            w = workers.get(node)
+            judged[w.label if w is not None else node] = st.generator_saturation(
+                [t for t, _ in pts], [v for _, v in pts], start=start, end=end, title=TITLES["GEN"])
+        every = {k: {"verdict": v["verdict"], "figure": v["figure"]} for k, v in judged.items()}
+        label, gen = max(judged.items(), key=lambda kv: (bool(kv[1]["details"].get("warning")),
+                                                        kv[1]["details"].get("max_percent", -1.0)))
+        gen["figure"] = f"busiest of {len(judged)} worker process(es), {label}: {gen['figure']}"
+        gen["details"]["workers"] = every
+        return gen
 
     # ---- report --------------------------------------------------------------------------------------------
     def monitor_report(self) -> dict:
@@ -490,9 +533,9 @@ class StressRecorder:
                             "generator_cpu_pct", "generator_rss_mb", "storage_mem_mb", "stats_ok"],
                 "rows": rows,
                 "summary": {"server_rss_mb_min": min(rss, default=None), "server_rss_mb_max": max(rss, default=None),
-                            "flushes": len(self.flush_times), "reads": len(self.reads),
-                            "read_p95_ms": _r(st.nearest_rank([r[1] for r in self.reads if r[2]], 0.95))
-                            if any(r[2] for r in self.reads) else None}}
+                            "flushes": len(self.flush_times), "reads": len(self.tally.reads),
+                            "read_p95_ms": _r(st.nearest_rank([r[1] for r in self.tally.reads if r[2]], 0.95))
+                            if any(r[2] for r in self.tally.reads) else None}}
 
 
 def _r(x, nd: int = 2):

@@ -44,7 +44,6 @@ class ReaderUser(User):
         except KalamError as e:
             exc = e
         ms = (time.perf_counter() - start) * 1000.0
-        if self.run.stress is not None:
-            self.run.stress.record_read(time.time(), ms, exc is None)
+        self.run.record_read(time.time(), ms, exc is None)
         self.environment.events.request.fire(request_type="SQL", name=name, response_time=ms,
                                              response_length=0, exception=exc, context={})
