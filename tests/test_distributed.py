@@ -35,9 +35,10 @@ LAT = ("--latency-threshold-ms", "250")
 LIVE = ("L1", "L2", "L3", "L4", "L5", "L6", "L7", "L8", "L10", "SC-054")
 
 
-def events_acked(r) -> int:
-    """Acknowledged writes to the shared table (every shared-table listener must get each one)."""
-    return sum(c.get("ack", 0) for c in r.report["figures"]["writes"]["events"].values())
+def events_writes(r, *outcomes: str) -> int:
+    """Writes to the shared table with these outcomes (every shared-table listener must get each
+    acknowledged one)."""
+    return sum(c.get(o, 0) for c in r.report["figures"]["writes"]["events"].values() for o in outcomes)
 
 
 def check_clean(r, listeners: int = 6) -> None:
@@ -46,8 +47,11 @@ def check_clean(r, listeners: int = 6) -> None:
     assert {k: r.verdict(k) for k in LIVE} == {k: "pass" for k in LIVE}, r.output[-3000:]
     assert r.returncode == 0
     assert r.scenarios["L4"]["details"]["lost"] == 0
-    # the same expected counts as the ledger implies: every shared-table write reaches every listener
-    assert r.scenarios["L8"]["details"]["expected"] == events_acked(r) * listeners
+    # the same expected counts as the ledger implies: every acknowledged shared-table write reaches every
+    # listener; a write left without an answer (a writer Locust stopped mid-request) counts once it arrived
+    expected = r.scenarios["L8"]["details"]["expected"]
+    assert events_writes(r, "ack") * listeners <= expected <= events_writes(r, "ack", "unknown", "pending") * listeners, (
+        expected, r.report["figures"]["writes"]["events"])
     assert len(r.report["subscriptions"]) == 2 * listeners  # events + chat per listener
     # the generator's lag, shipped per session by the workers and summed on the master
     lag = r.report["figures"]["listener_lag_ms"]
