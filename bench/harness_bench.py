@@ -80,7 +80,7 @@ def _child_env(job):
     """A real load-test Run (shared workload) inside a real Locust Environment with a local runner."""
     warnings.filterwarnings("ignore")
     import locust
-    from locust.argument_parser import parse_options
+    from locust.argument_parser import get_parser
     from locust.env import Environment
 
     import loadtest.plugin as plugin
@@ -90,10 +90,9 @@ def _child_env(job):
     from users.listener import ListenerUser
     from users.writer import WriterUser
 
-    import contextlib
-    with contextlib.redirect_stdout(sys.stderr):  # parse_options prints a deprecation note
-        o = parse_options(["--workload", "shared", "--writers", str(len(job["writers"])),
-                           "--listeners", str(len(job["listeners"])), "--write-rate", str(job.get("write_rate", 0))])
+    o = get_parser(default_config_files=[]).parse_args(
+        ["--workload", "shared", "--writers", str(len(job["writers"])), "--listeners", str(len(job["listeners"])),
+         "--write-rate", str(job.get("write_rate", 0))])
     env = Environment(user_classes=[WriterUser, ListenerUser], events=locust.events, parsed_options=o,
                       host=job["url"])
     env.create_local_runner()  # its request listener feeds env.stats
