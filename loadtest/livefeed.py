@@ -89,15 +89,22 @@ class MasterLiveView:
         self.series = TimeSeries(LIVE_LATENCY_FROM)
         self.nodes: dict = {}        # node -> {"writes", "acked", "listeners": {user: received}}
         self.cpu: dict = {}          # node -> [(t, % of a core)]: each worker's own CPU (GEN)
+        self.last_t: dict = {}       # node -> time of its newest part (master's clock)
         self.reports = 0
 
     def merge(self, node: str, part: dict) -> None:
         self.nodes[node] = {"writes": int(part.get("writes") or 0), "acked": int(part.get("acked") or 0),
                             "listeners": {str(u): int(n) for u, n in part.get("listeners") or ()}}
         self.series.merge_wire(part.get("series") or {})
-        if part.get("t") is not None and part.get("cpu") is not None:
-            self.cpu.setdefault(node, []).append((float(part["t"]), float(part["cpu"])))
+        if part.get("t") is not None:
+            self.last_t[node] = float(part["t"])
+            if part.get("cpu") is not None:
+                self.cpu.setdefault(node, []).append((float(part["t"]), float(part["cpu"])))
         self.reports += 1
+
+    def complete_until(self) -> int | None:
+        """The first second not yet complete: every worker's newest part is from a later time."""
+        return int(min(self.last_t.values())) if self.last_t else None
 
     def counts(self) -> dict:
         received_by = {}

@@ -435,7 +435,9 @@ class Observer:
         duplicates and order stay unknown (None) until the end."""
         live = self.remote
         c = live.counts()
-        self.series_cols, self.histogram = live.series.columns(), live.series.histogram()
+        # seconds that some worker has not reported whole yet would show as a dip: left out until it has
+        self.series_cols = live.series.columns(until=live.complete_until())
+        self.histogram = live.series.histogram()
         self.listeners = [{"listener": u, "received": n, "worker": c["worker_of"].get(u)}
                           for u, n in sorted(c["received_by_listener"].items())]
         self.totals = {"writes_sent": c["writes"], "writes_acked": c["writes_acked"], "deliveries": c["deliveries"],

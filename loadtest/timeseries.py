@@ -170,11 +170,14 @@ class TimeSeries:
             self.overall.merge(h)
 
     # ------------------------------------------------------------------ reading
-    def columns(self, since: int | None = None) -> dict:
-        """Columns over every second from the first to the last one seen (gaps filled with 0 / None)."""
+    def columns(self, since: int | None = None, until: int | None = None) -> dict:
+        """Columns over every second from the first to the last one seen (gaps filled with 0 / None), or
+        over [since, until) only."""
         keys = set(self.writes_sent) | set(self.writes_acked) | set(self.deliveries) | set(self.latency)
         if since is not None:
             keys = {k for k in keys if k >= since}
+        if until is not None:
+            keys = {k for k in keys if k < until}
         out = {"t": [], "writes_sent": [], "writes_acked": [], "deliveries": [], "p50": [], "p95": [],
                "p99": [], "samples": []}
         if not keys:
