@@ -230,7 +230,7 @@ def _make_distributed_run_class():
             self.remote_results = None
             self.live = MasterLiveView()      # the workers' periodic counts (loadtest.livefeed)
             self.remote_series: list = []     # each worker's exact per-second series, at the end
-            self._subpolls: dict = {}         # S8 poll number -> {node: answer}
+            self._subpolls: dict = {}         # S8 poll number -> ({node: answer}, workers asked, all answered)
             self._subpoll_i = 0
             self.claims_by_user: dict = {}
             self._watchers: list = []
@@ -282,22 +282,26 @@ def _make_distributed_run_class():
             worker that does not answer within 2 s leaves a gap in its subscriptions' series."""
             self._subpoll_i += 1
             i = self._subpoll_i
-            answers = self._subpolls[i] = {}
             live = self._live()
+            answers: dict = {}
+            every = gevent.event.Event()
+            self._subpolls[i] = (answers, len(live), every)
             co = _process["coordinator"]
             for w in live:
                 co.send("klt:subpoll", {"run": self.run_key, "i": i}, w.node)
-            deadline = _now() + 2.0
-            while len(answers) < len(live) and _now() < deadline:
-                gevent.sleep(0.005)
+            if live:
+                every.wait(timeout=2.0)
             self._subpolls.pop(i, None)
             rows = [tuple(r) for a in answers.values() for r in a.get("rows", ())]
             return rows, sum(int(a.get("writes_ok") or 0) for a in answers.values())
 
         def subpoll_answer(self, node: str, d: dict) -> None:
-            answers = self._subpolls.get(d.get("i"))
-            if answers is not None:
+            poll = self._subpolls.get(d.get("i"))
+            if poll is not None:
+                answers, expected, every = poll
                 answers[node] = d
+                if len(answers) >= expected:
+                    every.set()
 
         def _lose(self, w: WorkerInfo, why: str) -> None:
             if not w.lost:
@@ -917,6 +921,10 @@ def _make_worker_run_class():
             # the exact per-second series of this worker's arrivals, against the merged ledger
             series = TimeSeries(getattr(self.options, "latency_from", "sent"))
             results, blobs, sessions = [], [], []
+
+            def on_master(t):
+                return None if t is None else t + self.theta
+
             for s in self.sessions:
                 subs = []
                 for sid, st in s.subs.items():
@@ -938,7 +946,6 @@ def _make_worker_run_class():
                 for x in dlog:
                     if x.get("t") is not None:
                         x["t"] += self.theta
-                on_master = (lambda t: None if t is None else t + self.theta)
                 sessions.append({"user": s.account.user, "vanished": s.vanished, "subs": subs,
                                  "disconnects": {str(k): v for k, v in s.disconnects.items()},
                                  "forced_reconnects": s.forced_reconnects, "resumes": s.resumes,

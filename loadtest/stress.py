@@ -339,8 +339,8 @@ class StressRecorder:
         self.monitor.sample_once()
         self.monitor.stop()
         try:
-            self.run.env.events.request.remove_listener(self._on_request)
-        except Exception:
+            self.run.env.events.request.remove_listener(self.tally.on_request)
+        except ValueError:  # not registered (start() did not get that far)
             pass
 
     # ---- verdicts ------------------------------------------------------------------------------------------
