@@ -56,10 +56,10 @@ class WorkerFeed:
         self.acked = sum(led._outcome.count(OUTCOME_ACK) for led in ledgers.values())
 
     def add_arrivals(self, sessions, shift: float) -> None:
-        if self.logs_closed:
-            return
         for s in list(sessions):
             for st in list(s.subs.values()):
+                if self.logs_closed:   # checked after every yield: the results phase shifts the logs
+                    return
                 self.series.add_log(st.log, None, shift=shift)   # ~1 us per new arrival
                 gevent.sleep(0)   # one subscription at a time: the listeners' greenlets go on in between
 
@@ -71,7 +71,9 @@ class WorkerFeed:
 
     def close_logs(self, sessions, shift: float) -> None:
         """The results phase: count the last arrivals, then stop (the logs are about to be shifted)."""
-        self.add_arrivals(sessions, shift)
+        for s in list(sessions):
+            for st in list(s.subs.values()):
+                self.series.add_log(st.log, None, shift=shift)   # no yield: the shift follows at once
         self.logs_closed = True
 
     def part(self, run_key: str, sessions, t: float) -> dict:
