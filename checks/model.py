@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from itertools import repeat
+from operator import add, mul, rshift
+from typing import Iterable, Iterator, Mapping, Sequence
 
 # What a writer did (WriteLedger.op).
 OP_INSERT = 1
@@ -45,6 +47,12 @@ SEQ_TIME_SHIFT = 22
 def seq_commit_ms(seq: int) -> int:
     """Commit time (Unix ms, server clock) encoded in a `_seq`."""
     return (seq >> SEQ_TIME_SHIFT) + SEQ_EPOCH_MS
+
+
+def seq_commit_seconds(seqs: Iterable[int]) -> Iterator[float]:
+    """Commit times (Unix s) of many `_seq`s, lazily and at C speed (no Python call per element): what
+    latency-from-commit is measured against, per arrival."""
+    return map(mul, map(add, map(rshift, seqs, repeat(SEQ_TIME_SHIFT)), repeat(SEQ_EPOCH_MS)), repeat(0.001))
 
 
 # Digest rendering: a present value renders as "col=<str(value)>", a missing one as "col" followed by a

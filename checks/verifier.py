@@ -67,7 +67,7 @@ from bisect import bisect_left, bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import islice, repeat
-from operator import add, and_, ge, itemgetter, le, mul, ne, rshift, sub
+from operator import and_, ge, itemgetter, le, ne, sub
 from typing import Iterable, Mapping, Optional, Union
 
 from .arrivals import FLAG_DELETED_OK, FLAG_MALFORMED, FLAG_NO_OLD, ArrivalLog
@@ -75,7 +75,7 @@ from .histogram import LatencyHistogram
 from .ledger import LedgerView, WriteLedger
 from .model import (KIND_DELETE, KIND_NAMES, KIND_SNAPSHOT, KIND_UPDATE, OP_DELETE,
                     OP_NAMES, OP_UPDATE, OUTCOME_ACK, OUTCOME_NAMES, OUTCOME_PENDING,
-                    OUTCOME_REJECTED, OUTCOME_UNKNOWN, SEQ_EPOCH_MS, SEQ_TIME_SHIFT)
+                    OUTCOME_REJECTED, OUTCOME_UNKNOWN, seq_commit_seconds)
 
 INF = float("inf")
 LATENCY_STARTS = ("sent", "ack", "commit")
@@ -416,9 +416,7 @@ def reconcile(ledger: WriteLedger, log: ArrivalLog,
         lat["ack"].add_many(array("d", ack_lat))
         seqs = C_seq if min(C_seq) > 0 else [s for s in C_seq if s > 0]
         trs = C_trecv if seqs is C_seq else [t for t, s in zip(C_trecv, C_seq) if s > 0]
-        commit_s = map(mul, map(add, map(rshift, seqs, repeat(SEQ_TIME_SHIFT)), repeat(SEQ_EPOCH_MS)),
-                       repeat(0.001))
-        lat["commit"].add_many(array("d", map(sub, trs, commit_s)))
+        lat["commit"].add_many(array("d", map(sub, trs, seq_commit_seconds(seqs))))
 
     # ---------------------------------------------------------------- order
     _check_order(v, res, sampler, epochs, F_idx, F_seq, F_ep)

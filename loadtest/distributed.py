@@ -423,8 +423,8 @@ def _make_distributed_run_class():
                 w.meta.update(header["meta"])
                 if header.get("series"):
                     self.remote_series.append(header["series"])
-                if header.get("tally") and self.stress is not None:
-                    self.stress.tally.merge_wire(header["tally"])
+                if header.get("tally") and self.tally is not None:
+                    self.tally.merge_wire(header["tally"])
                 pos = 0
                 w.result_keys = []
                 for d in header["results"]:
@@ -896,15 +896,6 @@ def _make_worker_run_class():
                                             "drain_seconds": self.flags.get("drain_seconds"),
                                             "received": sum(s.received_total() for s in self.sessions)})
 
-        # ---- stress evidence (--stress) --------------------------------------------------------
-        def record_read(self, t: float, latency_ms: float, ok: bool) -> None:
-            if self.tally is not None:
-                self.tally.record_read(t, latency_ms, ok)
-
-        def subscription_counts(self) -> tuple[list, int]:
-            rows, _ = super().subscription_counts()
-            return rows, (self.tally.writes_ok if self.tally is not None else 0)
-
         def live_part(self) -> dict | None:
             """This worker's counts since its last report, for the master's live view."""
             if self.run_key is None:
@@ -1167,9 +1158,9 @@ def _on_report_to_master(client_id, data, **_kw):
 def _on_request(**kw):
     """A worker's SQL requests, for the stress verdicts (its RequestTally, shipped at the end)."""
     agent = _process.get("agent")
-    tally = getattr(agent.run, "tally", None) if agent is not None and agent.run is not None else None
-    if tally is not None:
-        tally.on_request(**kw)
+    run = agent.run if agent is not None else None
+    if run is not None and run.tally is not None:
+        run.tally.on_request(**kw)
 
 
 @events.worker_report.add_listener

@@ -55,13 +55,15 @@ class WorkerFeed:
         self.writes = sum(len(led) for led in ledgers.values())
         self.acked = sum(led._outcome.count(OUTCOME_ACK) for led in ledgers.values())
 
-    def add_arrivals(self, sessions, shift: float) -> None:
+    def add_arrivals(self, sessions, shift: float, pause: bool = True) -> None:
+        """``pause``: yield after each subscription, so that the listeners' greenlets go on in between."""
         for s in list(sessions):
             for st in list(s.subs.values()):
                 if self.logs_closed:   # checked after every yield: the results phase shifts the logs
                     return
                 self.series.add_log(st.log, None, shift=shift)   # ~1 us per new arrival
-                gevent.sleep(0)   # one subscription at a time: the listeners' greenlets go on in between
+                if pause:
+                    gevent.sleep(0)
 
     def close_ledgers(self, ledgers: dict, now: float, shift: float) -> None:
         """The worker's own writes are all answered (the ledger phase): count the rest, then stop (its
@@ -71,9 +73,7 @@ class WorkerFeed:
 
     def close_logs(self, sessions, shift: float) -> None:
         """The results phase: count the last arrivals, then stop (the logs are about to be shifted)."""
-        for s in list(sessions):
-            for st in list(s.subs.values()):
-                self.series.add_log(st.log, None, shift=shift)   # no yield: the shift follows at once
+        self.add_arrivals(sessions, shift, pause=False)   # no yield: the shift follows at once
         self.logs_closed = True
 
     def part(self, run_key: str, sessions, t: float) -> dict:

@@ -94,6 +94,7 @@ class Run:
         self._last_acked = None
         self.server_stats_at_end = None
         self.stress = None  # loadtest.stress.StressRecorder with --stress
+        self.tally = None   # loadtest.stress.RequestTally with --stress: the stress recorder's, or a worker's own
 
     # ---- set-up --------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -109,6 +110,7 @@ class Run:
             from .stress import StressRecorder
 
             self.stress = StressRecorder(self)
+            self.tally = self.stress.tally
             self.stress.start()
         if self.expected_listeners == 0:
             self._open_barrier("no listeners")
@@ -118,15 +120,15 @@ class Run:
     # ---- stress evidence (--stress) -------------------------------------------------------------------------
     def record_read(self, t: float, latency_ms: float, ok: bool) -> None:
         """A reader's SELECT (S3, S6, S10)."""
-        if self.stress is not None:
-            self.stress.tally.record_read(t, latency_ms, ok)
+        if self.tally is not None:
+            self.tally.record_read(t, latency_ms, ok)
 
     def subscription_counts(self) -> tuple[list, int]:
         """([(subscription key, user, subscription id, changes received on its current connection)],
         acknowledged writes so far), read now, for S8's series next to the server's system.live."""
         rows = [(st.log.info.key, s.account.user, sid, st.epoch_received)
                 for s in self.sessions for sid, st in s.subs.items()]
-        return rows, (self.stress.tally.writes_ok if self.stress is not None else 0)
+        return rows, (self.tally.writes_ok if self.tally is not None else 0)
 
     def claim_writer(self):
         if self._next_writer >= len(self.prov.writers):

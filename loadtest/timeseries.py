@@ -29,10 +29,10 @@ from array import array
 from collections import Counter
 from functools import partial
 from itertools import compress, groupby, repeat
-from operator import add, is_not, itemgetter, mul, ne, rshift, sub
+from operator import add, is_not, itemgetter, ne, sub
 
 from checks.histogram import LatencyHistogram
-from checks.model import KIND_DELETE, KIND_SNAPSHOT, OUTCOME_ACK, OUTCOME_PENDING, SEQ_EPOCH_MS, SEQ_TIME_SHIFT
+from checks.model import KIND_DELETE, KIND_SNAPSHOT, OUTCOME_ACK, OUTCOME_PENDING, seq_commit_seconds
 
 __all__ = ["TimeSeries"]
 
@@ -103,9 +103,7 @@ class TimeSeries:
         self.deliveries.update(secs)
         if self.latency_from == "commit":
             seqs = list(compress(log.seq[start:n], keep))
-            commit_s = map(mul, map(add, map(rshift, seqs, repeat(SEQ_TIME_SHIFT)), repeat(SEQ_EPOCH_MS)),
-                           repeat(0.001))
-            lat = list(map(sub, t_recv, commit_s))
+            lat = list(map(sub, t_recv, seq_commit_seconds(seqs)))
             if min(seqs) <= 0:      # no commit time in this _seq
                 lat = [x if q > 0 else None for x, q in zip(lat, seqs)]
         else:
