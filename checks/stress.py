@@ -685,6 +685,7 @@ def _drifts(points, abs_tolerance, lag_s, persist_s):
 def subscription_health(series_by_sub: Mapping[str, Sequence[tuple]] | None, *,
                         writes: Sequence[tuple[float, int]] | None = None, stall_s: float = 10.0,
                         drift_abs_tolerance: int = 0, drift_lag_s: float = 2.0, drift_persist_s: float = 10.0,
+                        expected: int | None = None,
                         id: str = "S8", title: str = "subscriptions stay healthy") -> dict:
     """Per subscription, a series of ``(t, changes, received)``: the server's ``system.live.changes``
     (None when the row was absent) and the listener's received count, polled together.
@@ -696,7 +697,8 @@ def subscription_health(series_by_sub: Mapping[str, Sequence[tuple]] | None, *,
       what the listener receives (or the listener gets what the counter does not count).
 
     Queue drops KalamDB does not count show as loss in the writers' ledger (the verifier's job), not
-    here."""
+    here. ``expected``: how many subscriptions the run has; fewer watched (no series, e.g. a worker that
+    never answered the polls) cannot pass: inconclusive, unless a watched one already fails."""
     thr = f"no stall ≥ {stall_s:g} s, no counter drift ≥ {drift_persist_s:g} s"
     usable = {sub: sorted(pts, key=lambda p: p[0]) for sub, pts in (series_by_sub or {}).items()
               if len(pts) >= 2}
@@ -719,9 +721,12 @@ def subscription_health(series_by_sub: Mapping[str, Sequence[tuple]] | None, *,
             [f"{d['subscription']} changes−received {d['max_drift']:+,.0f} for {d['duration_s']:.0f} s"
              for d in drifts], 3))
     head = f"{len(usable)} subscriptions watched"
-    details = {"stalls": stalls, "drifts": drifts, "subscriptions": len(usable)}
+    details = {"stalls": stalls, "drifts": drifts, "subscriptions": len(usable), "expected": expected}
     if parts:
         return _verdict(id, title, FAIL, f"{head}: {'; '.join(parts)}", len(stalls) + len(drifts), thr, details)
+    if expected is not None and len(usable) < expected:
+        return _verdict(id, title, INCONCLUSIVE, f"only {len(usable)} of {expected} subscriptions watched "
+                        f"(2+ polls): no stall among them", 0, thr, details)
     return _verdict(id, title, PASS, f"{head}: no stall, counters track received", 0, thr, details)
 
 

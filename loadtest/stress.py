@@ -438,7 +438,7 @@ class StressRecorder:
         # S8: subscription health
         s8 = st.subscription_health(self.sub_series, writes=self.write_series, stall_s=o.stall_seconds,
                                     drift_persist_s=o.stall_seconds, drift_lag_s=max(2.0, o.monitor_interval),
-                                    title=TITLES["S8"])
+                                    expected=sum(len(s.subs) for s in run.sessions), title=TITLES["S8"])
         gone = mon.server_gone_at is not None
         if gone and s8["verdict"] == st.PASS:  # watched only until the server went away
             s8["verdict"] = st.INCONCLUSIVE

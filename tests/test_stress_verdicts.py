@@ -531,3 +531,13 @@ def test_sustained_load_passes_only_with_enough_time_no_disconnect_and_no_loss()
     assert grew["verdict"] == "fail" and grew["details"]["failures"] == ["memory"]
     unknown = sustained_load(_memory("pass"), duration_s=310, lost=None)
     assert unknown["verdict"] == "inconclusive"
+
+
+def test_health_with_subscriptions_never_watched_is_inconclusive_not_pass():
+    # e.g. a worker that never answered the master's polls: its subscriptions have no series
+    pts = [(t, 10 * t, 10 * t) for t in range(0, 42, 2)]
+    v = subscription_health({"a": pts, "b": pts}, expected=3)
+    assert v["verdict"] == "inconclusive" and v["figure"].startswith("only 2 of 3 subscriptions watched")
+    assert subscription_health({"a": pts, "b": pts}, expected=2)["verdict"] == "pass"
+    stalled = [(t, 10 * t, 200 if t >= 20 else 10 * t) for t in range(0, 62, 2)]
+    assert subscription_health({"a": stalled}, expected=3)["verdict"] == "fail"   # what was seen still fails
