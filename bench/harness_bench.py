@@ -83,10 +83,10 @@ def _child_env(job):
     from locust.argument_parser import get_parser
     from locust.env import Environment
 
-    import loadtest.plugin as plugin
-    from loadtest.provision import Account, Provisioned
-    from loadtest.run import AdminCredentials, Run
-    from loadtest.workloads import tables_for
+    from loadtest.plugin import LoadTest
+    from loadtest.run.provision import Account, Provisioned
+    from loadtest.run.run import AdminCredentials, Run
+    from loadtest.run.workloads import tables_for
     from users.listener import ListenerUser
     from users.writer import WriterUser
 
@@ -100,7 +100,8 @@ def _child_env(job):
     ns = job["namespace"]
     run.prov = Provisioned(job["run_id"], ns, [Account(*a) for a in job["writers"]],
                            [Account(*a) for a in job["listeners"]], tables_for("shared", ns))
-    plugin._state["run"] = run
+    env.loadtest = LoadTest(env)
+    env.loadtest.run = run
     return env, run
 
 
@@ -123,15 +124,10 @@ def pipeline_main() -> None:
     job = json.loads(stdin.readline())
     env, run = _child_env(job)
     from checks import Thresholds, WriteLedger, reconcile, verdicts
-    from users import listener
 
     sessions = []
     for _ in run.prov.listeners:
-        acc = run.claim_listener()
-        user = listener.ListenerUser(env)
-        # what ListenerUser.on_start passes (DeliveryStats: batched into env.stats; before it, _delivered)
-        deliver = listener.DeliveryStats(env) if hasattr(listener, "DeliveryStats") else user._delivered
-        s = run.new_listener_session(acc, on_delivery=deliver)
+        s = run.new_listener()   # what ListenerUser.on_start does: deliveries batched into env.stats
         s.start(timeout=60)
         sessions.append(s)
     gevent.sleep(0.3)
@@ -148,7 +144,7 @@ def pipeline_main() -> None:
             break
     cpu_recv, wall = _cpu() - cpu0, time.time() - wall0
     led_path = cmd.split(" ", 1)[1]
-    from loadtest.verification import lag_figures
+    from loadtest.verdict.verify import lag_figures
     lag = dict(lag_figures([s.lag() for s in sessions]),
                kernel_stamps=all(s.conn is not None and s.conn._kernel_stamps for s in sessions))
     for s in sessions:
@@ -368,7 +364,7 @@ def summarise_raw(path: Path, top: int = 25) -> str:
 
 
 def provision(admin, listeners: int, writers: int):
-    from loadtest.provision import provision as prov
+    from loadtest.run.provision import provision as prov
     return prov(admin, "shared", writers, listeners)
 
 
@@ -377,7 +373,7 @@ def phase(url: str, admin, *, listeners: int, writers: int, write_rate: float, d
     """One measured window: fresh namespace, listeners subscribed (pipeline, and raw if asked), then the
     writers for `duration` s, the drain, then reconcile in the pipeline process."""
     from kalamclient import KalamHttp
-    from loadtest.provision import with_rate_limit_retry
+    from loadtest.run.provision import with_rate_limit_retry
 
     p = provision(admin, listeners * (2 if raw else 1), writers)
     acc = lambda a: (a.user, a.password)  # noqa: E731

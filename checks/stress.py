@@ -1,7 +1,7 @@
 """Stress, memory and stability verdicts (scenarios S1-S10, SC-056..SC-060): pure functions, no I/O.
 
 Jepsen-checker style: each function takes recorded evidence (time series sampled by
-``loadtest.monitor.ServerMonitor``, counts from the users, rows read from ``system.live``) and returns
+``loadtest.run.monitor.ServerMonitor``, counts from the users, rows read from ``system.live``) and returns
 one verdict dict::
 
     {"id": "S1", "title": ..., "verdict": "pass"|"fail"|"inconclusive"|"skipped",

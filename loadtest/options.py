@@ -1,7 +1,7 @@
 """Command-line options of the load test (also settable in locust.conf and shown in the web UI's form)."""
 from __future__ import annotations
 
-from .workloads import BOTH, WORKLOAD_CHOICES
+from .run.workloads import BOTH, WORKLOAD_CHOICES
 
 KNOWN_BEHAVIOURS = ("resume-deletes-not-replayed", "queue-drops")
 
@@ -111,6 +111,19 @@ def add_stress_arguments(g) -> None:
                    help="S4: subscriptions the leak probe opens at the end of the load (half are closed); 0 = no probe")
     g.add_argument("--leak-grace", type=float, default=5.0,
                    help="S4: seconds between closing the probe's subscriptions and reading system.live")
+
+
+    # what people see: the files at the end, the live verification, the progress line
+    g.add_argument("--report-html", default="reports/report.html",
+                   help="self-contained HTML report (verdicts, settings, plots) written at the end of every run; "
+                        "empty = none")
+    g.add_argument("--report-junit", default="reports/junit.xml",
+                   help="JUnit XML (one testcase per scenario) written at the end of every run; empty = none")
+    g.add_argument("--live-verify-interval", type=float, default=2.0,
+                   help="seconds between provisional verifications during the run (web view, progress line); "
+                        "0 = off")
+    g.add_argument("--progress-interval", type=float, default=5.0,
+                   help="seconds between progress lines on the terminal in headless runs; 0 = off")
 
 
 def parse_accept_known(text: str) -> frozenset:

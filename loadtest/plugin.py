@@ -1,58 +1,219 @@
-"""Wiring of the run into Locust's events: options, the built-in stand-in, start, stop, exit code."""
+"""The one place the load test meets Locust's events: each listener is registered here, in this order.
+
+One ``LoadTest`` per process, kept on Locust's ``environment`` (``environment.loadtest``), holds what the
+process has: the admin account, the managed server (the built-in stand-in), the current run, its
+observer, the distributed coordinator (master) or agent (worker), and whether the run was interrupted.
+Users and the web view reach it through their ``environment``; nothing is looked up in a module global.
+
+The end of a run is a sequence of calls that return values (``LoadTest.conclude``):
+    run.finish() → a Record → verify(record) → the report → its files → the view → run.close()
+"""
 from __future__ import annotations
 
 import logging
 import secrets
+import signal
 from pathlib import Path
 
 import gevent
 from locust import events
+from locust.runners import MasterRunner, WorkerRunner
 
+from standin.testing import StandinProcess
+from users import ListenerUser, ReaderUser, WriterUser
+
+from .distributed import hooks
+from .distributed.master import Coordinator, MasterRun
+from .distributed.worker import WorkerAgent
 from .options import add_arguments
+from .run.run import AdminCredentials, Run
+from .verdict.files import series_or_empty, write_files, write_json
+from .verdict.report import print_verdict
+from .verdict.verify import verify
+from .view import web
+from .view.observer import Observer
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STANDIN_CONFIG = REPO_ROOT / "config" / "loadtest-server.toml"
 
-_state: dict = {"run": None, "standin": None, "admin": None, "setup_error": None}
+
+class LoadTest:
+    """Everything one load-test process holds (``environment.loadtest``)."""
+
+    def __init__(self, environment):
+        self.env = environment
+        self.admin: AdminCredentials | None = None
+        self.server = None            # the managed server process (the built-in stand-in), when this process started one
+        self.run = None               # Run, MasterRun or WorkerRun
+        self.observer: Observer | None = None
+        self.coordinator: Coordinator | None = None   # a distributed master's
+        self.agent: WorkerAgent | None = None         # a distributed worker's
+        self.interrupted = False      # Ctrl-C seen on a distributed master (Locust then quits via test_stop)
+        self.setup_error: str | None = None
+        self.report: dict | None = None
+        self.clock_offset = 0.0       # test hook (loadtest.distributed.hooks)
+
+    @property
+    def is_worker(self) -> bool:
+        return isinstance(self.env.runner, WorkerRunner)
+
+    @property
+    def is_master(self) -> bool:
+        return isinstance(self.env.runner, MasterRunner)
+
+    # ---- set-up ------------------------------------------------------------------------------------------
+    def start_standin(self, o) -> None:
+        """No --host: run against a KalamDB-compatible stand-in started here on a free loopback port."""
+        root_password = secrets.token_urlsafe(16)
+        faults = {}
+        for item in o.standin_fault or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise SystemExit(f"--standin-fault {item!r}: expected KIND=VALUE")
+            faults[key.strip()] = value.strip()
+        config = Path(o.standin_config) if o.standin_config else DEFAULT_STANDIN_CONFIG
+        proc = StandinProcess(faults=faults or None, config=str(config), root_password=root_password,
+                              env={"KALAMDB_JWT_SECRET": secrets.token_urlsafe(32)})
+        proc.__enter__()
+        log.info("no --host given: started the built-in KalamDB stand-in at %s (pid %s)", proc.url, proc.pid)
+        self.server = proc
+        self.admin = AdminCredentials("root", root_password)
+        self.env.host = proc.url
+        o.host = proc.url
+
+    def new_run(self):
+        if self.is_master:
+            return MasterRun(self.env, self.env.host, self.admin, self.coordinator)
+        return Run(self.env, self.env.host, self.admin)
+
+    def start_run(self) -> None:
+        if self.is_worker:
+            self.run = self.agent.new_run(test_clock_offset=self.clock_offset, discard_share=hooks.discard_share())
+            self.run.start()
+            return
+        if self.admin is None:
+            return
+        self.report = None
+        run = self.run = self.new_run()
+        try:
+            run.start()
+        except Exception as exc:  # wrong host, refused login, ...: say it clearly and stop the run
+            self.setup_error = f"{type(exc).__name__}: {exc}"
+            log.error("set-up of the run against %s failed: %s", self.env.host, self.setup_error)
+            run.flags["setup_error"] = self.setup_error
+            run.writers_may_start.set()
+            gevent.spawn_later(0.1, self.env.runner.quit)
+
+    def start_observer(self) -> None:
+        if self.is_worker or self.run is None:
+            return   # a worker's part of the view is its counts in the master's (loadtest.view.livefeed)
+        if self.observer is not None:
+            self.observer.stop()
+        self.observer = Observer(self.env, self.run, server_pid=getattr(self.server, "pid", None))
+        self.observer.start()
+
+    # ---- the end -----------------------------------------------------------------------------------------
+    def finish_run(self, interrupted: bool) -> None:
+        run = self.run
+        if run is None or run.finished:
+            return
+        record = run.finish(interrupted=interrupted)
+        if record is not None:
+            self.conclude(run, record)
+
+    def conclude(self, run, record) -> dict:
+        """Record → verdict → files → view: each step takes what the one before returned."""
+        o = record.options
+        report = self.report = verify(record)
+        write_json(report, o.report_json)
+        series, hist = series_or_empty(record)
+        obs = self.observer if self.observer is not None and self.observer.run is run else None
+        if obs is not None:
+            obs.final(report, series, hist)
+        write_files(record, report, series, hist, obs.server if obs is not None else None)
+        print_verdict(report)   # after the files: a terminal that goes away (tee on Ctrl-C) loses nothing
+        run.close(report)
+        return report
+
+    def quit(self) -> None:
+        try:
+            if self.run is not None and not self.run.finished and not self.is_worker:
+                # quitting before test_stop: Ctrl-C or SIGTERM. Keep what was recorded; the verdict is inconclusive.
+                self.finish_run(interrupted=True)
+            if self.report is not None:
+                self.env.process_exit_code = self.report["exit_code"]
+            elif self.admin is not None:
+                self.env.process_exit_code = 1
+        finally:
+            if self.observer is not None:
+                self.observer.stop()
+            if self.agent is not None and self.agent.run is not None:
+                for s in self.agent.run.sessions:
+                    try:
+                        s.close()
+                    except Exception:
+                        pass
+            if self.server is not None:
+                self.server.__exit__(None, None, None)
+                self.server = None
+
+    # ---- events without the environment (bound at init) ------------------------------------------------
+    def on_request(self, **kw) -> None:
+        """Every SQL request, for the stress verdicts (the run's RequestTally, with --stress)."""
+        run = self.run
+        if run is not None and run.tally is not None:
+            run.tally.on_request(**kw)
+
+    def on_report_to_master(self, client_id, data, **_kw) -> None:
+        """A worker's stats report (every ~3 s) carries its part of the master's live view."""
+        run = self.agent.run if self.agent is not None else None
+        if run is None:
+            return
+        try:
+            part = run.live_part()
+        except Exception:  # the live view must never break the run
+            log.warning("live counts for the master failed", exc_info=True)
+            return
+        if part is not None:
+            data["klt_live"] = part
+
+    def on_worker_report(self, client_id, data, **_kw) -> None:
+        part = data.get("klt_live") if isinstance(data, dict) else None
+        run = self.coordinator.run if self.coordinator is not None else None
+        if part and run is not None and run.prov is not None and part.get("run") == run.run_key:
+            run.live.merge(client_id, part)
+
+    def forget_run(self, run) -> None:
+        if self.run is run:
+            self.run = None  # a next run on this worker starts from nothing
+
+    def note_sigint(self) -> None:
+        """Remember a Ctrl-C (then behave exactly as before: KeyboardInterrupt)."""
+        prev = signal.getsignal(signal.SIGINT)
+        if not callable(prev):
+            return
+
+        def on_sigint(signum, frame):
+            self.interrupted = True
+            return prev(signum, frame)
+
+        try:
+            signal.signal(signal.SIGINT, on_sigint)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
 
 
-def current_run(environment=None):
-    return _state["run"]
-
+# ==================================================================== Locust's events, in order
 
 @events.init_command_line_parser.add_listener
 def _add_options(parser):
     add_arguments(parser)
 
 
-def _start_standin(o):
-    """No --host: run against a KalamDB-compatible stand-in started here on a free loopback port."""
-    from standin.testing import StandinProcess
-
-    from .run import AdminCredentials
-
-    root_password = secrets.token_urlsafe(16)
-    faults = {}
-    for item in o.standin_fault or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--standin-fault {item!r}: expected KIND=VALUE")
-        faults[key.strip()] = value.strip()
-    config = Path(o.standin_config) if o.standin_config else DEFAULT_STANDIN_CONFIG
-    proc = StandinProcess(faults=faults or None, config=str(config), root_password=root_password,
-                          env={"KALAMDB_JWT_SECRET": secrets.token_urlsafe(32)})
-    proc.__enter__()
-    log.info("no --host given: started the built-in KalamDB stand-in at %s (pid %s)", proc.url, proc.pid)
-    return proc, AdminCredentials("root", root_password)
-
-
 @events.init.add_listener
-def _on_init(environment, **_kw):
-    from users import ListenerUser, ReaderUser, WriterUser
-
-    from .run import AdminCredentials
-
+def _on_init(environment, web_ui=None, **_kw):
+    lt = environment.loadtest = LoadTest(environment)
     o = environment.parsed_options
     if o is None:
         return
@@ -63,66 +224,43 @@ def _on_init(environment, **_kw):
     if getattr(o, "num_users", None) and o.num_users < wanted:
         log.warning("-u %d is below --writers + --listeners + --readers = %d: some users will not run",
                     o.num_users, wanted)
-    from locust.runners import WorkerRunner
-
-    if isinstance(environment.runner, WorkerRunner):
+    lt.clock_offset = hooks.install_clock_offset()
+    # these three events do not pass the environment: bound to this process's LoadTest instead
+    environment.events.request.add_listener(lt.on_request)
+    if lt.is_worker:
+        lt.agent = WorkerAgent(environment, on_run_over=lt.forget_run)
+        environment.events.report_to_master.add_listener(lt.on_report_to_master)
         return
+    if lt.is_master:
+        lt.coordinator = Coordinator(environment)
+        environment.events.worker_report.add_listener(lt.on_worker_report)
+        lt.note_sigint()
     if not environment.host:
-        proc, admin = _start_standin(o)
-        _state["standin"] = proc
-        environment.host = proc.url
-        o.host = proc.url
+        lt.start_standin(o)
     else:
-        admin = AdminCredentials.from_env()
-    _state["admin"] = admin
+        lt.admin = AdminCredentials.from_env()
+    ui = web_ui or getattr(environment, "web_ui", None)
+    if ui is not None:
+        web.install(environment, ui)
 
 
 @events.test_start.add_listener
 def _on_test_start(environment, **_kw):
-    from .run import Run
-
-    if _state["admin"] is None:
-        return
-    from .distributed import run_class
-
-    run = run_class(environment)(environment, environment.host, _state["admin"])  # master: distributed run
-    _state["run"] = run
-    try:
-        run.start()
-    except Exception as exc:  # wrong host, refused login, ...: say it clearly and stop the run
-        _state["setup_error"] = f"{type(exc).__name__}: {exc}"
-        log.error("set-up of the run against %s failed: %s", environment.host, _state["setup_error"])
-        run.flags["setup_error"] = _state["setup_error"]
-        run.writers_may_start.set()
-        gevent.spawn_later(0.1, environment.runner.quit)
+    lt = environment.loadtest
+    lt.start_run()
+    lt.start_observer()
 
 
 @events.test_stop.add_listener
 def _on_test_stop(environment, **_kw):
-    run = _state["run"]
-    if run is not None and not run.finished:
-        run.finish(interrupted=bool(_state["setup_error"]))
+    lt = environment.loadtest
+    if lt.is_worker:
+        if lt.run is not None:
+            lt.run.finish()   # writers stop; the master's end handshake does the rest
+        return
+    lt.finish_run(interrupted=bool(lt.setup_error) or lt.interrupted)
 
 
 @events.quitting.add_listener
 def _on_quitting(environment, **_kw):
-    run = _state["run"]
-    try:
-        if run is not None and not run.finished:
-            # quitting before test_stop: Ctrl-C or SIGTERM. Keep what was recorded; the verdict is inconclusive.
-            run.finish(interrupted=True)
-        if run is not None and run.report is not None:
-            environment.process_exit_code = run.report["exit_code"]
-        elif _state["admin"] is not None:
-            environment.process_exit_code = 1
-    finally:
-        proc = _state["standin"]
-        if proc is not None:
-            proc.__exit__(None, None, None)
-            _state["standin"] = None
-
-
-# What people see: the web UI's verification view, the progress line, the HTML and JUnit reports.
-# Imported last so that its event listeners run after the ones above (the run exists at its test_start).
-from . import observe  # noqa: E402,F401
-from . import distributed  # noqa: E402,F401  (master/worker mode: loadtest/distributed.py)
+    environment.loadtest.quit()

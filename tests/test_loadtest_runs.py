@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest.stress import STRESS_IDS
+from loadtest.run.stress import STRESS_IDS
 from locust_run import run_locust
 
 pytestmark = pytest.mark.timeout(180)

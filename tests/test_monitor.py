@@ -15,7 +15,7 @@ import pytest
 
 from checks.stress import Sample, memory_growth
 from kalamclient import KalamHttp
-from loadtest.monitor import ServerMonitor, find_pid_by_port, parse_stats
+from loadtest.run.monitor import ServerMonitor, find_pid_by_port, parse_stats
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -138,7 +138,7 @@ def test_monitor_works_under_gevent_monkey_patching(http_server):
         from gevent import monkey; monkey.patch_all()
         import gevent, json, sys, time
         sys.path.insert(0, {ROOT!r})
-        from loadtest.monitor import ServerMonitor
+        from loadtest.run.monitor import ServerMonitor
         ticks = []
         def other():                       # another greenlet keeps running while the monitor samples
             for _ in range(20):

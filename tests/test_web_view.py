@@ -234,7 +234,7 @@ def test_junit_xml_has_one_failing_testcase_per_failing_scenario(fault_run):
 def test_junit_maps_every_verdict(tmp_path):
     from junitparser import Error, Failure, JUnitXml, Skipped
 
-    from loadtest.report_files import junit_xml
+    from loadtest.verdict.files import junit_xml
 
     report = {"run": {"started_at": 1.0, "finished_at": 3.5, "run_id": "r"}, "notes": ["n"],
               "scenarios": {"A": {"title": "a", "verdict": "pass", "figure": "ok"},
@@ -255,7 +255,7 @@ def test_time_series_from_a_ledger_and_a_log():
     from checks.arrivals import ArrivalLog, SubscriptionInfo
     from checks.ledger import WriteLedger
     from checks.model import KIND_INSERT, OP_INSERT, OUTCOME_ACK, Workload
-    from loadtest.timeseries import TimeSeries
+    from loadtest.verdict.timeseries import TimeSeries
 
     led = WriteLedger(Workload(table="t", content_columns=("body",)))
     lg = ArrivalLog(SubscriptionInfo("l1", "s1", content_columns=("body",)))
@@ -283,7 +283,7 @@ def test_time_series_parts_add_up_to_the_whole_and_shift_moves_the_clock():
     from checks.arrivals import ArrivalLog, SubscriptionInfo
     from checks.ledger import WriteLedger
     from checks.model import KIND_INSERT, OP_INSERT, OUTCOME_ACK, Workload
-    from loadtest.timeseries import TimeSeries
+    from loadtest.verdict.timeseries import TimeSeries
 
     led = WriteLedger(Workload(table="t", content_columns=("body",)))
     logs = [ArrivalLog(SubscriptionInfo(f"l{j}", f"s{j}", content_columns=("body",))) for j in range(2)]

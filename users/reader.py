@@ -6,7 +6,6 @@ import time
 from locust import User, constant, constant_throughput, task
 
 from kalamclient.errors import KalamError
-from loadtest.plugin import current_run
 
 
 class ReaderUser(User):
@@ -18,7 +17,7 @@ class ReaderUser(User):
     def on_start(self):
         o = self.environment.parsed_options
         self._pace = constant_throughput(o.reader_rate) if o.reader_rate > 0 else constant(0)
-        self.run = current_run(self.environment)
+        self.run = self.environment.loadtest.run
         self.account = self.run.claim_reader() if self.run else None
         if self.account is None:  # more reader users than provisioned reader accounts
             self._pace = constant(1)

@@ -1,9 +1,7 @@
 """The verdict report: one line per scenario on the console, and a JSON file (docs/report-schema.md)."""
 from __future__ import annotations
 
-import json
 import logging
-import os
 import sys
 
 log = logging.getLogger(__name__)
@@ -55,13 +53,5 @@ def console_lines(report: dict) -> list[str]:
     return lines
 
 
-def emit(report: dict, path: str | None) -> None:
-    text = "\n".join(console_lines(report))
-    print(text, file=sys.stderr, flush=True)
-    if path:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=2, default=str)
-        os.replace(tmp, path)
-        log.info("verdict report written to %s", path)
+def print_verdict(report: dict) -> None:
+    print("\n".join(console_lines(report)), file=sys.stderr, flush=True)

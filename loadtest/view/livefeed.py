@@ -1,6 +1,6 @@
 """The live picture of a distributed run on the master: what each worker reports every few seconds.
 
-In one process the observer verifies the record as it grows (``loadtest.observe``). A master holds no
+In one process the observer verifies the record as it grows (``loadtest.view.observer``). A master holds no
 record during the run: the writes are in the workers' ledgers, the arrivals in the workers' arrival logs,
 and a worker cannot verify its listeners before it has every worker's ledger (that happens once, at the
 end). So during the run the master shows what can be known without the ledger, and says so:
@@ -26,7 +26,7 @@ import psutil
 
 from checks.model import OUTCOME_ACK
 
-from .timeseries import TimeSeries
+from ..verdict.timeseries import TimeSeries
 
 LIVE_LATENCY_FROM = "commit"
 

@@ -1,4 +1,4 @@
-"""The provisional verifier's own process: ``python -m loadtest.live_worker`` (started by the observer).
+"""The provisional verifier's own process: ``python -m loadtest.view.verifier_process`` (started by the observer).
 
 Why a process: the verifier is pure Python; run in a thread of the load generator it holds the GIL in
 slices of several milliseconds, which showed as ~40 ms event-loop stalls and a threefold p99 delivery
@@ -13,7 +13,7 @@ request  {"ledgers": {table: WriteLedger.to_bytes()},                      # who
           "cutoff", "now", "finished", "missing", "thresholds", "latency_from", "reset"}
 answer   {"scenarios", "listeners", "totals", "series", "histogram", "worker_ms"}  or  {"error": text}
 
-An arrival log's ``start`` must equal the length the worker already holds (else it answers
+An arrival log's ``start`` must equal the length this process already holds (else it answers
 ``{"error": "resync"}`` and the observer sends the logs from 0 with ``reset``).
 """
 from __future__ import annotations
@@ -24,6 +24,13 @@ import struct
 import sys
 import time
 import traceback
+
+from checks.arrivals import ArrivalLog
+from checks.histogram import LatencyHistogram
+from checks.ledger import WriteLedger
+from checks.verifier import reconcile, verdicts
+
+from ..verdict.timeseries import TimeSeries
 
 COLUMNS = ("kind", "writer", "n", "seq", "t_recv", "digest", "old_digest", "epoch", "flags")
 
@@ -46,24 +53,17 @@ def write_frame(f, obj) -> None:
     f.flush()
 
 
-class Worker:
+class Replica:
     def __init__(self):
         self.logs: dict = {}
         self.meta: dict = {}        # key -> (user, table, vanished)
         self.series = None
 
     def reset(self, latency_from: str) -> None:
-        from .timeseries import TimeSeries
-
         self.logs, self.meta = {}, {}
         self.series = TimeSeries(latency_from)
 
     def handle(self, req: dict) -> dict:
-        from checks.arrivals import ArrivalLog
-        from checks.histogram import LatencyHistogram
-        from checks.ledger import WriteLedger
-        from checks.verifier import reconcile, verdicts
-
         t0 = time.perf_counter()
         if req.get("reset") or self.series is None:
             self.reset(req.get("latency_from", "sent"))
@@ -139,7 +139,7 @@ class Worker:
 
 def main() -> int:
     inp, out = sys.stdin.buffer, sys.stdout.buffer
-    w = Worker()
+    w = Replica()
     while True:
         req = read_frame(inp)
         if req is None:

@@ -18,20 +18,21 @@ import logging
 import os
 from pathlib import Path
 
+from flask import Response, abort, jsonify, request, send_from_directory
+
 log = logging.getLogger(__name__)
 
-STATIC = Path(__file__).resolve().parent / "static"
+from ..verdict.files import json_safe
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
 TAB_KEY = "verification"
 
 
 def _state_or_idle(environment) -> dict:
-    from .observe import current_observer
-
-    obs = current_observer()
+    lt = environment.loadtest
+    obs = lt.observer
     if obs is None:
-        from . import plugin
-
-        err = plugin._state.get("setup_error")
+        err = lt.setup_error
         return {"phase": "idle", "phase_text": err or "no run yet: start one from Locust's form", "scenarios": [],
                 "listeners": [], "series": {}, "server": {}, "totals": {}, "marks": [], "health": {},
                 "provisional": True, "run": {}}
@@ -39,8 +40,6 @@ def _state_or_idle(environment) -> dict:
 
 
 def install(environment, web_ui) -> None:
-    from flask import Response, abort, jsonify, request, send_from_directory
-
     app = web_ui.app
 
     @app.route("/verification")
@@ -50,10 +49,8 @@ def install(environment, web_ui) -> None:
 
     @app.route("/verification/data.json")
     def verification_data():
-        from .report_files import _clean
-
         try:
-            body = json.dumps(_clean(_state_or_idle(environment)), default=str, allow_nan=False)
+            body = json.dumps(json_safe(_state_or_idle(environment)), default=str, allow_nan=False)
             return Response(body, mimetype="application/json", headers={"Cache-Control": "no-store"})
         except Exception as exc:  # never a broken page because of one bad figure
             log.warning("verification view data failed", exc_info=True)
@@ -66,10 +63,7 @@ def install(environment, web_ui) -> None:
     @app.route("/verification/report.html")
     def verification_report():
         path = getattr(environment.parsed_options, "report_html", "") or ""
-        from .plugin import current_run
-
-        run = current_run(environment)
-        if not path or run is None or run.report is None or not os.path.exists(path):
+        if not path or environment.loadtest.report is None or not os.path.exists(path):
             abort(404)
         return send_from_directory(os.path.dirname(os.path.abspath(path)), os.path.basename(path))
 

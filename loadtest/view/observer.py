@@ -2,24 +2,22 @@
 time series, the server's memory and CPU, a progress line on the terminal, and (at the end) the HTML
 and JUnit reports.
 
-Hooked to Locust's events from here (imported by ``loadtest.plugin``): its own options
-(``--report-html``, ``--report-junit``, ``--live-verify-interval``, ``--progress-interval``), the web
-view's routes when Locust's web UI exists (``loadtest.webview``), and one :class:`Observer` per run,
-started at ``test_start`` after the run's set-up.
+One :class:`Observer` per run, made and started by ``loadtest.plugin`` at ``test_start`` after the run's
+set-up, kept on the process's ``LoadTest``; the web view's routes (``loadtest.view.web``) read it from there.
 
 Not stalling the listeners. Everything the listeners and writers record lives in the main thread's
 greenlets. Every ``--live-verify-interval`` seconds the observer copies what is new there (the ledgers
 as bytes, the new part of every arrival log's array columns: memcpy work, no Python loop over
-arrivals) and sends it down a pipe to its own process (``loadtest.live_worker``), which keeps a replica
+arrivals) and sends it down a pipe to its own process (``loadtest.view.verifier_process``), which keeps a replica
 of the logs, reconciles every subscription, judges the scenarios and buckets the arrivals per second.
 A thread would not do: the verifier is pure Python and holds the GIL in slices of milliseconds (measured:
 event-loop stalls up to ~48 ms and p99 delivery latency 41 ms instead of 14 ms in the default run). The
-interval stretches to keep the worker busy at most ~25 % of the time on a long run (reconcile work
+interval stretches to keep the verifier process busy at most ~25 % of the time on a long run (reconcile work
 grows with the record). A heartbeat greenlet measures how late the event loop wakes up
 (``health.loop_lag_ms``); the main thread's share of a provisional verification is ``health.copy_ms``.
 
 A distributed master holds no record during the run: it shows the workers' counts and a latency from
-commit instead, and no provisional verdict (``loadtest.livefeed``).
+commit instead, and no provisional verdict (``loadtest.view.livefeed``).
 
 Provisional verdict. Writes sent in the last ``grace`` seconds (2 s, or 3 × the observed p99 latency,
 at most 30 s) are not yet expected (the copied logs end there); the server's counters (L7) are read
@@ -29,120 +27,33 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import pickle
+import struct
+import sys
 import time
 from collections import deque
+from pathlib import Path
 
 import gevent
-from locust import events
+import psutil
+from gevent import subprocess as gsp
+
+from ..run import drain
+from ..verdict.display import (MB, listeners_from_report, monitor_series, run_marks, run_monitor, run_settings,
+                               stress_overlay)
+from ..verdict.timeseries import TimeSeries
+from ..verdict.verify import thresholds_from
 
 log = logging.getLogger(__name__)
 progress_log = logging.getLogger("loadtest.progress")
 
-_observer: dict = {"current": None}
-MB = 1024 * 1024
-
-
-def current_observer():
-    return _observer["current"]
-
-
-# ---------------------------------------------------------------------------------------- options
-@events.init_command_line_parser.add_listener
-def _add_options(parser):
-    parser.add_argument("--report-html", default="reports/report.html",
-                        help="self-contained HTML report (verdicts, settings, plots) written at the end of every run; "
-                             "empty = none")
-    parser.add_argument("--report-junit", default="reports/junit.xml",
-                        help="JUnit XML (one testcase per scenario) written at the end of every run; empty = none")
-    parser.add_argument("--live-verify-interval", type=float, default=2.0,
-                        help="seconds between provisional verifications during the run (web view, progress line); "
-                             "0 = off")
-    parser.add_argument("--progress-interval", type=float, default=5.0,
-                        help="seconds between progress lines on the terminal in headless runs; 0 = off")
-
-
-@events.init.add_listener
-def _on_init(environment, web_ui=None, **_kw):
-    ui = web_ui or getattr(environment, "web_ui", None)
-    if ui is not None and environment.parsed_options is not None:
-        from . import webview
-
-        webview.install(environment, ui)
-
-
-@events.test_start.add_listener
-def _on_test_start(environment, **_kw):
-    from locust.runners import WorkerRunner
-
-    from .plugin import current_run
-
-    if isinstance(environment.runner, WorkerRunner):
-        return   # a worker's part of the view is its counts in the master's (loadtest.livefeed)
-    old = _observer["current"]
-    if old is not None:
-        old.stop()
-    run = current_run(environment)
-    if run is None:
-        return
-    obs = Observer(environment, run)
-    _observer["current"] = obs
-    obs.start()
-
-
-@events.quitting.add_listener
-def _on_quitting(environment, **_kw):
-    obs = _observer["current"]
-    if obs is not None:
-        obs.stop()
-
-
-# ---------------------------------------------------------------------------------------- server
-def find_server_pid(run) -> int | None:
-    """The server's pid when it runs here: the run's monitor's, else the built-in stand-in's."""
-    mon = run_monitor(run)
-    pid = getattr(mon, "server_pid", None) if mon is not None else None
-    if pid:
-        return pid
-    from . import plugin
-
-    proc = plugin._state.get("standin")
-    return getattr(proc, "pid", None) if proc is not None else None
-
-
-def run_monitor(run):
-    """The stress monitor of the run (``run.stress.monitor``, a ``loadtest.monitor.ServerMonitor``, with
-    ``--stress``) when there is one."""
-    for holder in (getattr(run, "stress", None), run):
-        mon = getattr(holder, "monitor", None) if holder is not None else None
-        if mon is not None and hasattr(mon, "samples"):
-            return mon
-    return None
-
-
-def monitor_series(mon) -> dict | None:
-    """{"t", "rss_mb", "cpu"} from a ServerMonitor's samples."""
-    try:
-        samples = mon.samples()
-    except Exception:  # the monitor is another part's: never let it break the view
-        return None
-    out = {"t": [], "rss_mb": [], "cpu": [], "source": "monitor"}
-    for s in samples:
-        rss, cpu = getattr(s, "server_rss_bytes", None), getattr(s, "server_cpu_percent", None)
-        if rss is None and cpu is None:
-            continue
-        out["t"].append(round(s.t, 3))
-        out["rss_mb"].append(None if rss is None else round(rss / MB, 2))
-        out["cpu"].append(None if cpu is None else round(cpu, 1))
-    return out
-
-
-# ---------------------------------------------------------------------------------------- observer
 class Observer:
-    def __init__(self, environment, run):
-        from .timeseries import TimeSeries
-
+    def __init__(self, environment, run, server_pid: int | None = None):
         self.env = environment
         self.run = run
+        self.report = None           # the final report, once the run is verified
+        self.server_pid = server_pid  # the managed server's (stand-in or KalamDB), when it runs here
         o = environment.parsed_options
         self.options = o
         self.interval = float(getattr(o, "live_verify_interval", 2.0) or 0.0)
@@ -171,7 +82,7 @@ class Observer:
         self._pid = None
         self._proc = None
         self._next_verify_in = self.interval
-        self._worker = None
+        self._verifier = None
         self._sent: dict = {}
         self._drain_seen = None
         # a distributed master: no record here during the run, only the workers' counts
@@ -193,18 +104,18 @@ class Observer:
         for g in self._greenlets:
             g.kill(block=False)
         self._greenlets = []
-        self.close_worker()
+        self.close_verifier()
 
-    def close_worker(self) -> None:
-        w, self._worker = self._worker, None
+    def close_verifier(self) -> None:
+        w, self._verifier = self._verifier, None
         if w is not None:
             w.close()
 
     # ---- phase ----------------------------------------------------------------------------------
     def phase(self) -> tuple[str, str]:
         run = self.run
-        if run.report is not None:
-            return "done", f"run finished: {run.report['summary']['verdict']}"
+        if self.report is not None:
+            return "done", f"run finished: {self.report['summary']['verdict']}"
         if run.flags.get("setup_error"):
             return "failed", f"set-up failed: {run.flags['setup_error']}"
         if run.prov is None:
@@ -236,21 +147,8 @@ class Observer:
         now = time.time()
         started = run.writing_stopped_at or now
         left = max(0.0, started + o.drain_timeout - now)
-        want_all = getattr(run, "_last_acked", None)
-        waiting_subs, writers = 0, set()
-        subs = 0
-        if want_all is not None:
-            for s in run.sessions:
-                if s.vanished:
-                    continue
-                for st in s.subs.values():
-                    subs += 1
-                    spec = st.spec
-                    want = want_all.get((spec.table.key, spec.owner, spec.group), {})
-                    behind = [w for w, n in want.items() if st.max_n.get(w, 0) < n]
-                    if behind:
-                        waiting_subs += 1
-                        writers.update(behind)
+        newest = run.newest_acks
+        waiting_subs, subs, writers = drain.behind(run.sessions, newest) if newest is not None else (0, 0, set())
         total = sum(s.received_total() for s in run.sessions)
         if self._drain_seen is None or self._drain_seen[0] != total:
             self._drain_seen = (total, now)
@@ -258,7 +156,7 @@ class Observer:
         return {"subscriptions_waiting": waiting_subs, "subscriptions": subs, "writers_behind": len(writers),
                 "quiet_for": round(quiet, 1),
                 "seconds_left": round(left, 1), "timeout": o.drain_timeout, "quiet_needed": o.drain_quiet,
-                "known": want_all is not None}
+                "known": newest is not None}
 
     def drain_text(self) -> str:
         """The run's drain ends when every subscription has the newest acknowledged write of every writer
@@ -295,13 +193,11 @@ class Observer:
 
     # ---- server memory / CPU ---------------------------------------------------------------------
     def _sample_server(self) -> None:
-        import psutil
-
-        while not self._stopped and self.run.report is None:
+        while not self._stopped and self.report is None:
             if run_monitor(self.run) is None:
                 try:
                     if self._proc is None:
-                        pid = find_server_pid(self.run)
+                        pid = self.server_pid
                         if pid:
                             self._proc = psutil.Process(pid)
                             self._proc.cpu_percent(None)
@@ -337,7 +233,7 @@ class Observer:
             gevent.sleep(self._next_verify_in)
             phase, _ = self.phase()
             if phase in ("verifying", "release", "done", "failed"):
-                self.close_worker()
+                self.close_verifier()
                 if phase == "done":
                     return
                 continue
@@ -358,15 +254,13 @@ class Observer:
                 if failures >= 3:
                     log.warning("provisional verification off for this run after 3 failures in a row "
                                 "(the final verdict is not affected)")
-                    self.close_worker()
+                    self.close_verifier()
                     return
 
     def snapshot(self, reset: bool = False) -> dict:
         """The worker's request: whole ledgers (bytes), and what is new in every arrival log since the
         last request (array slices as bytes). Built in the main thread with no greenlet switch inside,
         so it is a consistent cut of the record; memcpy work only."""
-        from .verification import thresholds_from
-
         run = self.run
         now = time.time()
         cutoff = None if run.finished else now - self.grace()
@@ -392,10 +286,8 @@ class Observer:
                 "thresholds": thresholds_from(self.options, run.accepted_known), "latency_from": self.latency_from}
 
     def verify_once(self) -> None:
-        import pickle
-
-        if self._worker is None:
-            self._worker = WorkerProcess()
+        if self._verifier is None:
+            self._verifier = VerifierProcess()
             self._sent = {}
         t0 = time.perf_counter()
         snap = self.snapshot(reset=not self._sent)
@@ -404,12 +296,12 @@ class Observer:
         self._verifying = True
         t1 = time.perf_counter()
         try:
-            out = self._worker.call(frame)
+            out = self._verifier.call(frame)
             if out.get("error") == "resync":
-                out = self._worker.call(pickle.dumps(self.snapshot(reset=True), protocol=pickle.HIGHEST_PROTOCOL))
+                out = self._verifier.call(pickle.dumps(self.snapshot(reset=True), protocol=pickle.HIGHEST_PROTOCOL))
         except Exception:
-            self._worker.close()
-            self._worker = None
+            self._verifier.close()
+            self._verifier = None
             raise
         finally:
             self._verifying = False
@@ -422,16 +314,16 @@ class Observer:
         h["verify_ms_max"] = max(h["verify_ms_max"], h["verify_ms_last"])
         h["copy_ms_last"] = round(copy_ms, 2)
         h["copy_ms_max"] = max(h["copy_ms_max"], h["copy_ms_last"])
-        # the worker competes with the server and the generator for CPU: keep it busy <= ~25 % of the time
+        # the verifier process competes with the server and the generator for CPU: keep it busy <= ~25 % of the time
         self._next_verify_in = max(self.interval, 4.0 * took)
         h["interval_s"] = round(self._next_verify_in, 2)
-        if self.run.report is None:   # the final report may have landed meanwhile: it wins
+        if self.report is None:   # the final report may have landed meanwhile: it wins
             self.scenarios, self.listeners, self.totals = out["scenarios"], out["listeners"], out["totals"]
             self.series_cols, self.histogram = out["series"], out["histogram"]
             self.computed_at, self.cutoff = snap["now"], snap["cutoff"]
 
     def from_workers(self) -> None:
-        """A distributed master's view: the workers' counts and series (``loadtest.livefeed``). Loss,
+        """A distributed master's view: the workers' counts and series (``loadtest.view.livefeed``). Loss,
         duplicates and order stay unknown (None) until the end."""
         live = self.remote
         c = live.counts()
@@ -450,6 +342,7 @@ class Observer:
     # ---- end of run ---------------------------------------------------------------------------------
     def final(self, report: dict, series_cols: dict, histogram: dict) -> None:
         """The run's report is out: show it instead of the provisional figures."""
+        self.report = report
         self.provisional = False
         self.scenarios = [{"id": k, "title": s.get("title"), "verdict": s.get("verdict"), "figure": s.get("figure"),
                            "threshold": s.get("threshold"), "value": s.get("value")}
@@ -477,7 +370,7 @@ class Observer:
     # ---- live numbers (cheap, read straight from the run) ----------------------------------------
     def live_counts(self) -> dict:
         run = self.run
-        if self.remote is not None and run.report is None:
+        if self.remote is not None and self.report is None:
             c = self.remote.counts()
             return {"deliveries": c["deliveries"], "received_by_listener": c["received_by_listener"],
                     "writes": c["writes"], "writes_acked": c["writes_acked"]}
@@ -506,10 +399,10 @@ class Observer:
                 "totals": {**self.totals, "deliveries_now": live["deliveries"], "writes_now": live["writes"],
                            **({"writes_acked": live["writes_acked"]} if "writes_acked" in live else {})},
                 "series": self.series_cols, "histogram": self.histogram, "server": server,
-                "marks": run_marks(run), "stress": stress_overlay(run.report) if run.report else None,
+                "marks": run_marks(run, self.report), "stress": stress_overlay(self.report) if self.report else None,
                 "health": self.health, "drain": self.drain_status() if phase == "draining" else None,
-                "report_html": bool(run.report) and bool(getattr(o, "report_html", "")),
-                "exit_code": run.report.get("exit_code") if run.report else None}
+                "report_html": bool(self.report) and bool(getattr(o, "report_html", "")),
+                "exit_code": self.report.get("exit_code") if self.report else None}
 
     # ---- terminal progress -----------------------------------------------------------------------
     def progress_line(self) -> str:
@@ -553,32 +446,23 @@ class Observer:
             gevent.sleep(0.25)
 
 
-# ---------------------------------------------------------------------------------------- worker
+# ---------------------------------------------------------------------------------------- verifier process
 _LOG_COLUMNS = ("kind", "writer", "n", "seq", "t_recv", "digest", "old_digest", "epoch", "flags")
 
 
-class WorkerProcess:
-    """``python -m loadtest.live_worker`` with cooperative pipes (gevent.subprocess): a call writes one
+class VerifierProcess:
+    """``python -m loadtest.view.verifier_process`` with cooperative pipes (gevent.subprocess): a call writes one
     frame and waits for the answer without blocking the other greenlets."""
 
     def __init__(self, timeout: float = 120.0):
-        import os
-        import sys
-        from pathlib import Path
-
-        from gevent import subprocess as gsp
-
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.timeout = timeout
-        self.proc = gsp.Popen([sys.executable, "-m", "loadtest.live_worker"], cwd=root, env=env,
+        self.proc = gsp.Popen([sys.executable, "-m", "loadtest.view.verifier_process"], cwd=root, env=env,
                               stdin=gsp.PIPE, stdout=gsp.PIPE, stderr=None, close_fds=True)
 
     def call(self, frame: bytes) -> dict:
-        import pickle
-        import struct
-
         with gevent.Timeout(self.timeout, TimeoutError(f"live verifier gave no answer in {self.timeout:.0f} s")):
             self.proc.stdin.write(struct.pack(">I", len(frame)) + frame)
             self.proc.stdin.flush()
@@ -604,101 +488,3 @@ class WorkerProcess:
                 self.proc.wait(timeout=2.0)
             except Exception:
                 pass
-
-
-# ---------------------------------------------------------------------------------------- helpers
-def listeners_from_report(report: dict, latency_from: str) -> list:
-    per: dict = {}
-    for s in report.get("subscriptions", []):
-        x = per.setdefault(s.get("listener"), {"listener": s.get("listener"), "subscriptions": 0, "received": 0,
-                                               "snapshot_rows": 0, "expected": 0, "lost": 0, "duplicated": 0,
-                                               "out_of_order": 0, "p50": None, "p95": None, "p99": None,
-                                               "vanished": False})
-        x["subscriptions"] += 1
-        x["received"] += s.get("change_messages", 0)
-        x["snapshot_rows"] += s.get("snapshot_rows", 0)
-        x["expected"] += s.get("expected", 0)
-        x["lost"] += s.get("lost", 0)
-        x["duplicated"] += s.get("duplicated", 0)
-        x["out_of_order"] += s.get("out_of_order_total", 0)
-        x["vanished"] = x["vanished"] or bool(s.get("vanished"))
-        lat = (s.get("latency_ms") or {}).get(latency_from) or {}
-        # percentiles of a listener with several subscriptions: the worst subscription's (an upper bound)
-        for p in ("p50", "p95", "p99"):
-            v = lat.get(p)
-            if v is not None and (x[p] is None or v > x[p]):
-                x[p] = v
-    return list(per.values())
-
-
-def run_settings(run) -> dict:
-    o = run.options
-    keys = ("workload", "writers", "listeners", "write_rate", "op_mix", "stream_tokens", "payload_bytes",
-            "snapshot_batch_size", "reconnect_every", "reconnect_pause", "reconnect_share", "barrier_timeout",
-            "drain_timeout", "drain_quiet", "auth_rate", "latency_from", "latency_threshold_ms",
-            "latency_quantile", "min_high_frequency", "accept_known", "standin_fault", "num_users",
-            "spawn_rate", "run_time", "live_verify_interval")
-    out = {"host": run.base_url, "run_id": run.prov.run_id if run.prov else None,
-           "namespace": run.prov.namespace if run.prov else None, "started_at": run.started_at,
-           "writing_started_at": run.writing_started_at, "writing_stopped_at": run.writing_stopped_at}
-    for k in keys:
-        if hasattr(o, k):
-            v = getattr(o, k)
-            out[k] = v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
-    return out
-
-
-def run_marks(run) -> list:
-    marks = []
-    for name, t in (("writers start", run.writing_started_at),
-                    ("writers stop", run.writing_stopped_at)):
-        if t:
-            marks.append({"name": name, "t": t})
-    mon = run_monitor(run)
-    if mon is not None:
-        try:
-            for name, t in mon.marks():
-                if name in ("release_start", "release_end"):   # load_start/_end = writers start/stop
-                    marks.append({"name": name.replace("_", " "), "t": t})
-        except Exception:  # another part's object: never break the view
-            pass
-    if run.report is not None:
-        t = run.report.get("run", {}).get("finished_at")
-        if t:
-            marks.append({"name": "verified", "t": t})
-    return marks
-
-
-def stress_overlay(report: dict | None) -> dict | None:
-    """Baseline, leak-fit window and release window of the stress memory verdicts, when the report
-    has them (any scenario whose details carry ``baseline_bytes``)."""
-    if not report:
-        return None
-    candidates = dict(report.get("scenarios") or {})
-    for key in ("stress", "stress_scenarios"):
-        extra = report.get(key)
-        if isinstance(extra, dict):
-            candidates.update(extra.get("scenarios", extra) if isinstance(extra.get("scenarios", extra), dict) else {})
-    out = {}
-    for sid, s in candidates.items():
-        d = s.get("details") if isinstance(s, dict) else None
-        if not isinstance(d, dict) or "baseline_bytes" not in d:
-            continue
-        if "window" in d and "baseline" not in out:
-            out["baseline_mb"] = d["baseline_bytes"] / MB
-            out["window"] = d["window"]
-            out["growth_id"] = sid
-            leak = d.get("leak") or {}
-            out["leak"] = {k: leak.get(k) for k in ("leak", "slope_mb_per_min", "stderr_mb_per_min", "reason")}
-            out["baseline"] = True
-        if "band_bytes" in d and "release" not in out:
-            out["release"] = {"id": sid, "band_mb": d["band_bytes"] / MB, "took_s": d.get("took_s"),
-                              "threshold": s.get("threshold")}
-    marks = (report.get("monitor") or {}).get("marks") or {}
-    if "release" in out:
-        def first(v):
-            return v[0] if isinstance(v, list) and v else v
-        start, end = first(marks.get("release_start")), first(marks.get("release_end"))
-        if isinstance(start, (int, float)) and isinstance(end, (int, float)):
-            out["release"]["start"], out["release"]["end"] = start, end
-    return out or None

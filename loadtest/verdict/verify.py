@@ -1,4 +1,7 @@
-"""From the run's record to the verdict: reconcile every subscription, judge the scenarios, report."""
+"""From the run's Record to the report: reconcile every subscription, judge the scenarios, gather figures.
+
+    report = verify(record)      # a dict (docs/report-schema.md); writing it out is loadtest.verdict.files'
+"""
 from __future__ import annotations
 
 import logging
@@ -7,8 +10,8 @@ import time
 
 from checks.verifier import Thresholds, reconcile, verdicts
 
+from ..run.stress import STRESS_IDS, TITLES, skipped_verdicts
 from . import report as report_mod
-from . import report_files
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +37,27 @@ def counters_by_key(sessions, raw: dict | None) -> dict | None:
     return out
 
 
-def verify_and_report(run, raw_counters) -> dict:
+def reconcile_all(ledgers: dict, sessions) -> list:
+    """Every subscription of every session against its table's ledger (one place: the run's end, the
+    workers' end, the live verifier)."""
+    results = []
+    for s in sessions:
+        for st in s.subs.values():
+            r = reconcile(ledgers[st.spec.table.key], st.log)
+            if s.vanished:
+                r.vanished = True
+            results.append(r)
+    return results
+
+
+def verify(run) -> dict:
+    """``run`` is a Record (loadtest.run.record)."""
     t0 = time.time()
     o = run.options
-    results = getattr(run, "remote_results", None)  # distributed: reconciled on the workers
+    results = run.results  # distributed: reconciled on the workers
     if results is None:
-        results = []
-        for s in run.sessions:
-            for st in s.subs.values():
-                r = reconcile(run.ledgers[st.spec.table.key], st.log)
-                if s.vanished:
-                    r.vanished = True
-                results.append(r)
-    counters = counters_by_key(run.sessions, raw_counters)
+        results = reconcile_all(run.ledgers, run.sessions)
+    counters = counters_by_key(run.sessions, run.counters)
     flags = dict(run.flags)
     missing = [f for f in run.failed_listeners] + [f"{s.account.user}: {s.vanished}" for s in run.sessions if s.vanished]
     never_started = max(0, o.listeners - len(run.sessions))
@@ -64,18 +75,14 @@ def verify_and_report(run, raw_counters) -> dict:
         scen = {k: x.to_dict() for k, x in v.items()}
         if run.stress is not None:
             try:
-                scen.update(run.stress.verdicts(results))
+                scen.update(run.stress.verdicts(run, results))
             except Exception as exc:  # a bug in the stress evidence must not lose the report
                 log.exception("stress verdicts failed")
-                from .stress import STRESS_IDS, TITLES
-
                 for sid in STRESS_IDS:
                     scen[sid] = {"id": sid, "title": TITLES[sid], "verdict": "inconclusive",
                                  "figure": f"stress verdicts failed: {type(exc).__name__}: {exc}", "value": None,
                                  "threshold": None, "details": {}}
         else:
-            from .stress import skipped_verdicts
-
             scen.update(skipped_verdicts())
     if flags.get("interrupted"):
         notes.append("run interrupted (Ctrl-C / SIGTERM / set-up failure): evidence is partial")
@@ -113,8 +120,8 @@ def verify_and_report(run, raw_counters) -> dict:
         d = scen["SC-054"].get("details", {})
         figures["latency_ms"] = {k: d[k] for k in ("sent", "ack", "commit") if k in d}
     run_info = {
-        "run_id": run.prov.run_id if run.prov else None,
-        "namespace": run.prov.namespace if run.prov else None,
+        "run_id": run.run_id,
+        "namespace": run.namespace,
         "host": run.base_url,
         "workload": run.workload,
         "writers": o.writers, "listeners": o.listeners, "write_rate": o.write_rate, "op_mix": o.op_mix,
@@ -131,20 +138,44 @@ def verify_and_report(run, raw_counters) -> dict:
         if gen.get("verdict") == "warning":
             notes.append(f"load generator saturated: {gen.get('figure')} — latency figures (S6, SC-054) "
                          "may include this process's backlog (its sockets back up)")
+    if run.server is not None:
+        run_info["server"] = run.server
+    if run.distributed is not None:
+        _distributed_rules(run, scen, notes)
     figures["verification_seconds"] = round(time.time() - t0, 3)
-    dist = run.distributed_report(scen, notes) if hasattr(run, "distributed_report") else None
     rep = report_mod.build(run_info, scen, figures, [r.to_dict() for r in results], notes)
-    if dist is not None:
-        rep["distributed"] = dist
+    if run.distributed is not None:
+        rep["distributed"] = run.distributed
     if run.stress is not None:
         try:
             rep["monitor"] = run.stress.monitor_report()
         except Exception as exc:
             log.exception("monitor report failed")
             rep["monitor"] = {"error": f"{type(exc).__name__}: {exc}"}
-    report_mod.emit(rep, o.report_json)
-    report_files.emit_files(run, rep)  # HTML + JUnit beside the JSON (never raises)
     return rep
+
+
+def _distributed_rules(run, scen: dict, notes: list) -> None:
+    """A lost worker's evidence is missing; SC-054 is not judged when the clocks' error bound is wider
+    than its threshold (latency from sent/ack compares a writer's clock with a listener's)."""
+    o = run.options
+    for x in run.distributed.get("lost_workers", ()):
+        notes.append(f"worker {x['node']} (host {x['hostname']}, pid {x['pid']}) lost: {x['why']} — "
+                     "its evidence is missing, no scenario can pass")
+    bound_ms = run.clock_error_bound_ms or {}
+    judged = o.latency_from
+    sc = scen.get("SC-054")
+    if sc is not None and sc.get("verdict") in ("pass", "fail") and judged in bound_ms:
+        sc.setdefault("details", {})["clock_error_bound_ms"] = bound_ms
+        if bound_ms[judged] > o.latency_threshold_ms:
+            sc["verdict"] = "inconclusive"
+            sc["figure"] += (f" — clock error bound ±{bound_ms[judged]:.1f} ms exceeds the "
+                             f"{o.latency_threshold_ms:g} ms threshold: not judged")
+            notes.append(f"SC-054 not judged: latency from {judged} compares clocks of different "
+                         f"machines known only to ±{bound_ms[judged]:.1f} ms")
+    if judged == "commit":
+        notes.append("latency from commit compares the server's _seq time with listener clocks put on the "
+                     "master's clock: it assumes the server's clock is the master's")
 
 
 STRESS_OPTIONS = ("readers", "reader_rate", "monitor_interval", "warmup", "baseline_window", "release_window",

@@ -1,6 +1,6 @@
 """One verified run: set-up, the start barrier, the drain, the server's counters, the verdict.
 
-Lifecycle (hooked to Locust's events in ``loadtest.plugin``):
+Lifecycle (driven by ``loadtest.plugin``, which holds the one Locust listener of each event):
 
 1. ``test_start``  → ``Run.start()``: a fresh namespace, tables and users; the ledger.
 2. Listener users connect, subscribe and report ready; writer users wait at the barrier until every
@@ -9,7 +9,8 @@ Lifecycle (hooked to Locust's events in ``loadtest.plugin``):
    recorded with an unknown outcome).
 4. ``test_stop``   → ``Run.finish()``: listeners stay connected until every expected change has
    arrived or the drain times out; the server's per-subscription ``changes`` counters are read while
-   they are still connected; then the sessions close and the verifier gives the verdict.
+   they are still connected; then the sessions close. It returns a ``Record``; the plugin hands it to
+   the verifier (``loadtest.verdict``) and the view, then calls ``Run.close()`` (clean-up).
 """
 from __future__ import annotations
 
@@ -25,11 +26,16 @@ from checks.ledger import WriteLedger
 from checks.model import Workload
 from kalamclient import KalamHttp
 
+from ..options import parse_accept_known
+from . import drain
 from . import provision as prov_mod
-from .options import parse_accept_known
+from .listening import ListenerSession
+from .locuststats import DeliveryStats
 from .pacing import TokenBucket
-from .verification import verify_and_report
-from .workloads import OpMix, subscriptions_for, tables_for
+from .record import Record
+from .stress import StressRecorder
+from .workloads import OpMix, WriteGenerator, subscriptions_for, tables_for
+from .writes import Writer
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +87,7 @@ class Run:
         self.writing_started_at = None
         self.writing_stopped_at = None
         self.finished = False
-        self.verdicts = None
-        self.report = None
+        self.record = None
         self.prov = None
         self.admin_http = None
         self._next_writer = 0
@@ -91,10 +96,10 @@ class Run:
         self._tokens: dict[str, str] = {}
         self._token_lock = threading.Lock()
         self.flags: dict = {}
-        self._last_acked = None
+        self.newest_acks = None   # the drain's targets (loadtest.run.drain), once the writers stopped
         self.server_stats_at_end = None
-        self.stress = None  # loadtest.stress.StressRecorder with --stress
-        self.tally = None   # loadtest.stress.RequestTally with --stress: the stress recorder's, or a worker's own
+        self.stress = None  # loadtest.run.stress.StressRecorder with --stress
+        self.tally = None   # loadtest.run.stress.RequestTally with --stress: the stress recorder's, or a worker's own
 
     # ---- set-up --------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -107,8 +112,6 @@ class Run:
         self.prov = prov_mod.provision(self.admin_http, self.workload, o.writers, o.listeners,
                                        readers=o.readers, probe=o.stress and o.leak_probe > 0)
         if o.stress:
-            from .stress import StressRecorder
-
             self.stress = StressRecorder(self)
             self.tally = self.stress.tally
             self.stress.start()
@@ -175,10 +178,50 @@ class Run:
             token = self.login(account).access_token
         return token
 
+    # ---- what the users drive ------------------------------------------------------------------------------
+    def new_writer(self):
+        """A WriterUser's writer: an account, logged in, past the start barrier. None when every writer
+        account is taken (more writer users than provisioned accounts)."""
+        account = self.claim_writer()
+        if account is None:
+            return None
+        o = self.options
+        gen = WriteGenerator(self.workload, self.prov.namespace, account.user, self.humans, self.mix,
+                             stream_tokens=o.stream_tokens, payload_bytes=o.payload_bytes)
+        writer = Writer(self, account, self.login(account), gen)
+        self.writers_may_start.wait()
+        return writer
+
+    def new_listener(self):
+        """A ListenerUser's session (not started), its deliveries counted in Locust's statistics. None
+        when every listener account is taken."""
+        account = self.claim_listener()
+        if account is None:
+            return None
+        return self.new_listener_session(account, on_delivery=DeliveryStats(self.env))
+
+    def start_listener(self, session) -> Exception | None:
+        """Subscribe and wait until ready; a failure is reported (its subscriptions' verdicts are then
+        inconclusive) and returned."""
+        try:
+            session.start(timeout=self.options.barrier_timeout)
+            self.listener_ready(session.account)
+            return None
+        except Exception as e:
+            session.vanished = f"could not subscribe: {e}"
+            self.listener_failed(session.account, str(e))
+            return e
+
+    def reconnect_every(self, session) -> float:
+        """Seconds between forced reconnects of this listener (L9), 0 = never: --reconnect-every for a
+        --reconnect-share of the listeners."""
+        o = self.options
+        index = self.prov.listeners.index(session.account)
+        every = max(1, round(1 / o.reconnect_share)) if o.reconnect_share > 0 else 0
+        return o.reconnect_every if (o.reconnect_every > 0 and every and index % every == 0) else 0
+
     # ---- barrier -------------------------------------------------------------------------------------------
     def new_listener_session(self, account, on_delivery=None):
-        from .listening import ListenerSession
-
         specs = subscriptions_for(self.workload, self.prov.namespace, account.user)
         session = ListenerSession(self, account, specs, batch_size=self.options.snapshot_batch_size,
                                   on_delivery=on_delivery)
@@ -210,9 +253,11 @@ class Run:
             self.writers_may_start.set()
 
     # ---- end of run ----------------------------------------------------------------------------------------
-    def _drain(self) -> None:
-        """Keep listeners connected until arrivals settle (nothing new for drain_quiet s) or the timeout."""
+    def drain(self) -> None:
+        """Keep listeners connected until arrivals settle (loadtest.run.drain) or the timeout."""
         o = self.options
+        if self.newest_acks is None:
+            self.newest_acks = drain.newest_acks(self.ledgers)
         deadline = time.time() + o.drain_timeout
         last_total, last_change = -1, time.time()
         while True:
@@ -220,9 +265,8 @@ class Run:
             now = time.time()
             if total != last_total:
                 last_total, last_change = total, now
-            if self._all_delivered() and now - last_change >= min(0.5, o.drain_quiet):
-                break
-            if now - last_change >= o.drain_quiet:
+            if drain.should_stop(delivered=drain.all_delivered(self.sessions, self.newest_acks),
+                                 quiet_s=now - last_change, quiet_needed=o.drain_quiet):
                 break
             if now >= deadline:
                 self.flags["drain_timed_out"] = True
@@ -230,29 +274,6 @@ class Run:
                 break
             gevent.sleep(0.1)
         self.flags["drain_seconds"] = round(time.time() - self.writing_stopped_at, 3)
-
-    def _all_delivered(self) -> bool:
-        """Cheap early exit for the drain: each subscription has seen, per writer, the newest acknowledged
-        write it must see (per-writer order then implies the earlier ones came, or are lost)."""
-        from checks.model import OP_DELETE, OUTCOME_ACK
-
-        if self._last_acked is None:
-            last: dict = {}
-            for key, led in self.ledgers.items():
-                for (i, writer, wseq, op, outcome, owner, group, *_rest) in led.iter_writes():
-                    if outcome == OUTCOME_ACK and op != OP_DELETE:  # a tombstone carries the older n
-                        for scope in ((key, "", ""), (key, owner, group)):
-                            last.setdefault(scope, {})[writer] = max(wseq, last.get(scope, {}).get(writer, 0))
-            self._last_acked = last
-        for s in self.sessions:
-            if s.vanished:
-                continue
-            for st in s.subs.values():
-                spec = st.spec
-                want = self._last_acked.get((spec.table.key, spec.owner, spec.group), {})
-                if any(st.max_n.get(w, 0) < n for w, n in want.items()):
-                    return False
-        return True
 
     def _read_counters(self) -> dict | None:
         """system.live changes per (user, subscription id), read while the listeners are still connected."""
@@ -282,9 +303,10 @@ class Run:
             log.warning("could not read system.stats: %s", exc)
             return None
 
-    def finish(self, interrupted: bool = False) -> dict | None:
+    def finish(self, interrupted: bool = False) -> Record | None:
+        """The end of the run: stop the writers, drain, read the counters, close the sessions."""
         if self.finished:
-            return self.report
+            return self.record
         self.finished = True
         self.writing_stopped_at = time.time()
         self.writers_may_start.set()  # release writers still waiting, so they end
@@ -292,7 +314,7 @@ class Run:
         if self.stress is not None:
             self.stress.load_ended(self.writing_stopped_at)
         if not interrupted and self.sessions:
-            self._drain()
+            self.drain()
         now = time.time()
         for s in self.sessions:
             for st in s.subs.values():
@@ -307,7 +329,20 @@ class Run:
             s.close()
         if self.stress is not None:
             self.stress.release(interrupted)  # S5: keep sampling through the release window
-        self.report = verify_and_report(self, counters)
-        if self.options.cleanup and self.prov is not None:
+        self.record = self.to_record(counters)
+        return self.record
+
+    def to_record(self, counters, **extra) -> Record:
+        return Record(options=self.options, base_url=self.base_url, workload=self.workload,
+                      accepted_known=frozenset(self.accepted_known),
+                      run_id=self.prov.run_id if self.prov else None,
+                      namespace=self.prov.namespace if self.prov else None,
+                      ledgers=self.ledgers, sessions=list(self.sessions), flags=self.flags,
+                      failed_listeners=list(self.failed_listeners), started_at=self.started_at,
+                      writing_started_at=self.writing_started_at, writing_stopped_at=self.writing_stopped_at,
+                      counters=counters, server_stats_at_end=self.server_stats_at_end, stress=self.stress, **extra)
+
+    def close(self, report: dict | None = None) -> None:
+        """After the verdict: remove the run's namespace and users (--cleanup)."""
+        if self.options.cleanup and self.prov is not None and self.admin_http is not None:
             prov_mod.cleanup(self.admin_http, self.prov)
-        return self.report

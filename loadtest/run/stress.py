@@ -2,7 +2,7 @@
 
 With ``--stress`` the run owns one :class:`StressRecorder`:
 
-* ``start()`` (at ``Run.start``, after set-up): a :class:`loadtest.monitor.ServerMonitor` samples the
+* ``start()`` (at ``Run.start``, after set-up): a :class:`loadtest.run.monitor.ServerMonitor` samples the
   server (``system.stats`` as admin; psutil of the server process when it listens on loopback) and this
   process every ``--monitor-interval``; every SQL request of the run is counted by outcome (S10).
 * ``load_started(t)`` (the start barrier opens): mark ``load_start``; a greenlet samples, per
@@ -149,7 +149,7 @@ class StressRecorder:
 
     # ---- life cycle ----------------------------------------------------------------------------------------
     def start(self) -> None:
-        self.run.env.events.request.add_listener(self.tally.on_request)
+        # the tally hears every request through the plugin's one request listener (run.tally)
         self.monitor = ServerMonitor(self.run.base_url, self._admin_client, interval=self.o.monitor_interval)
         self.monitor.start()
         self.monitor.mark("setup_done")
@@ -338,23 +338,21 @@ class StressRecorder:
         self.release_end = self.monitor.mark("release_end")
         self.monitor.sample_once()
         self.monitor.stop()
-        try:
-            self.run.env.events.request.remove_listener(self.tally.on_request)
-        except ValueError:  # not registered (start() did not get that far)
-            pass
 
     # ---- verdicts ------------------------------------------------------------------------------------------
-    def _inserts(self) -> tuple[int, dict]:
+    @staticmethod
+    def _inserts(ledgers: dict) -> tuple[int, dict]:
         total, per_writer = 0, Counter()
-        for led in self.run.ledgers.values():
+        for led in ledgers.values():
             for (_i, writer, _wseq, op, outcome, *_rest) in led.iter_writes():
                 if op == OP_INSERT and outcome == OUTCOME_ACK:
                     total += 1
                     per_writer[writer] += 1
         return total, dict(per_writer)
 
-    def verdicts(self, results) -> dict:
-        o, run, mon = self.o, self.run, self.monitor
+    def verdicts(self, record, results) -> dict:
+        """S1–S10, SC-057 and GEN from the monitor's samples and the run's record (loadtest.run.record)."""
+        o, run, mon = self.o, record, self.monitor
         samples = mon.samples()
         ls = self.load_start or run.writing_started_at or run.started_at
         le = self.load_end or run.writing_stopped_at or time.time()
@@ -367,7 +365,7 @@ class StressRecorder:
                               baseline_s=o.baseline_window, threshold_pct=o.memory_growth_pct,
                               min_slope_mb_per_min=o.leak_slope_mb_per_min, max_gap_s=max(60.0, 5 * o.monitor_interval),
                               id="S1", title=TITLES["S1"])
-        inserted, per_writer = self._inserts()
+        inserted, per_writer = self._inserts(record.ledgers)
         fewest = min(per_writer.values()) if per_writer else 0
         s1["details"]["rows_inserted"] = inserted
         s1["details"]["rows_per_writer_min"] = fewest
@@ -478,7 +476,7 @@ class StressRecorder:
 
         # GEN: a warning, not a verdict on the server (it cannot fail the run). The generator is this
         # process, or on a distributed master each worker process (the worst one is judged)
-        workers_cpu = getattr(getattr(run, "live", None), "cpu", None)
+        workers_cpu = getattr(getattr(self.run, "live", None), "cpu", None)
         if workers_cpu:
             gen = self._workers_generator(workers_cpu, ls, le)
         else:

@@ -1,6 +1,6 @@
 """The end-of-run files beside the JSON report: a self-contained HTML report and a JUnit XML file.
 
-    emit_files(run, report)       # called once by verification.verify_and_report, after the JSON report
+    write_files(record, report, series, histogram, server)   # by the plugin, after the JSON report
 
 * HTML (``--report-html``, default ``reports/report.html``): one file that opens offline (the vendored
   uPlot library, its CSS and the chart script are inlined): the verdict table, the run's settings, and
@@ -24,31 +24,30 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-STATIC = Path(__file__).resolve().parent / "static"
+from .display import MB, listeners_from_report, monitor_series, run_marks, run_monitor, run_settings, stress_overlay
+from .timeseries import TimeSeries
+
+STATIC = Path(__file__).resolve().parent.parent / "static"   # shared with the live view
 UPLOT_VERSION = "1.6.32"
 
 
 def build_series(run) -> tuple[dict, dict]:
-    """Per-second columns and the latency histogram of the whole run, from the ledgers and the logs (on
-    a distributed master: the merged ledger, and the arrivals' series each worker computed)."""
-    from .timeseries import TimeSeries
-
+    """Per-second columns and the latency histogram of the whole run (a Record), from the ledgers and the
+    logs (on a distributed master: the merged ledger, and the arrivals' series each worker computed)."""
     ts = TimeSeries(getattr(run.options, "latency_from", "sent"))
     for key, led in run.ledgers.items():
         ts.add_ledger(key, led.view(), final=True)
     for s in run.sessions:
         for st in s.subs.values():
             ts.add_log(st.log, run.ledgers[st.spec.table.key])
-    for part in getattr(run, "remote_series", None) or ():
+    for part in run.series_parts:
         ts.merge_wire(part)
     return ts.columns(), ts.histogram()
 
 
-def server_series(run, report: dict) -> dict:
+def server_series(run, report: dict, sampled: dict | None = None) -> dict:
     """Server memory / CPU samples: the stress monitor's (live object or in the report), else the
-    observer's own psutil samples of the server process."""
-    from .observe import MB, current_observer, monitor_series, run_monitor
-
+    view's own psutil samples of the server process (``sampled``)."""
     mon = run_monitor(run)
     if mon is not None:
         got = monitor_series(mon)
@@ -57,7 +56,7 @@ def server_series(run, report: dict) -> dict:
     for holder in (report, report.get("figures") or {}, report.get("stress") or {}):
         m = holder.get("monitor") if isinstance(holder, dict) else None
         if isinstance(m, dict) and isinstance(m.get("rows"), list) and isinstance(m.get("columns"), list):
-            cols = m["columns"]   # loadtest.stress.StressRecorder.monitor_report(): MB and % already
+            cols = m["columns"]   # loadtest.run.stress.StressRecorder.monitor_report(): MB and % already
             if "t" in cols and "server_rss_mb" in cols:
                 it, ir = cols.index("t"), cols.index("server_rss_mb")
                 ic = cols.index("server_cpu_pct") if "server_cpu_pct" in cols else None
@@ -82,29 +81,30 @@ def server_series(run, report: dict) -> dict:
                 out["cpu"].append(None if cpu is None else round(cpu, 1))
             if out["t"]:
                 return out
-    obs = current_observer()
-    if obs is not None and obs.run is run:
-        return obs.server
+    if sampled is not None and sampled.get("t"):
+        return sampled
     return {"t": [], "rss_mb": [], "cpu": [], "source": "none"}
 
 
-def emit_files(run, report: dict) -> None:
+def series_or_empty(run) -> tuple[dict, dict]:
+    try:
+        return build_series(run)
+    except Exception:
+        log.warning("could not compute the run's time series", exc_info=True)
+        return {}, {}
+
+
+def write_json(report: dict, path: str | None) -> None:
+    if path:
+        _write(path, json.dumps(report, indent=2, default=str))
+        log.info("verdict report written to %s", path)
+
+
+def write_files(run, report: dict, series: dict, hist: dict, sampled: dict | None = None) -> None:
+    """JUnit and HTML beside the JSON report; ``run`` is the Record."""
     o = run.options
     html_path = getattr(o, "report_html", "") or ""
     junit_path = getattr(o, "report_junit", "") or ""
-    series, hist = {}, {}
-    try:
-        series, hist = build_series(run)
-    except Exception:
-        log.warning("could not compute the run's time series", exc_info=True)
-    try:
-        from .observe import current_observer
-
-        obs = current_observer()
-        if obs is not None and obs.run is run:
-            obs.final(report, series, hist)
-    except Exception:
-        log.debug("observer update failed", exc_info=True)
     if junit_path:
         try:
             _write(junit_path, junit_xml(report))
@@ -113,10 +113,9 @@ def emit_files(run, report: dict) -> None:
             log.warning("could not write the JUnit report %s", junit_path, exc_info=True)
     if html_path:
         try:
-            from .observe import listeners_from_report, run_marks, run_settings, stress_overlay
-
-            data = {"report": report, "series": series, "histogram": hist, "server": server_series(run, report),
-                    "marks": run_marks(run), "stress": stress_overlay(report),
+            data = {"report": report, "series": series, "histogram": hist,
+                    "server": server_series(run, report, sampled),
+                    "marks": run_marks(run, report), "stress": stress_overlay(report),
                     "settings": run_settings(run),
                     "listeners": listeners_from_report(report, getattr(o, "latency_from", "sent")),
                     "generated_at": time.time()}
@@ -258,14 +257,14 @@ _SCRIPT = """
 """
 
 
-def _clean(x):
+def json_safe(x):
     """JSON-safe: NaN / infinities become null (JSON has neither); tuples become lists."""
     if isinstance(x, float):
         return x if x == x and x not in (float("inf"), float("-inf")) else None
     if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
+        return {str(k): json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
+        return [json_safe(v) for v in x]
     return x
 
 
@@ -277,7 +276,7 @@ def html_report(data: dict) -> str:
     uplot = (STATIC / "uPlot.iife.min.js").read_text(encoding="utf-8")
     css = (STATIC / "uPlot.min.css").read_text(encoding="utf-8") + (STATIC / "verification.css").read_text(encoding="utf-8")
     charts = (STATIC / "charts.js").read_text(encoding="utf-8")
-    payload = json.dumps(_clean(data), default=str, allow_nan=False).replace("</", "<\\/")
+    payload = json.dumps(json_safe(data), default=str, allow_nan=False).replace("</", "<\\/")
     summary = (data.get("report") or {}).get("summary") or {}
     title = f"KalamDB live-query verification: {str(summary.get('verdict', '?')).upper()}"
     return ("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"

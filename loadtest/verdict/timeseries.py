@@ -90,7 +90,7 @@ class TimeSeries:
             return
         self._log_cursor[key] = n
         # C-level iteration (map / compress / groupby) wherever a step needs no ledger lookup: a worker
-        # feeds this on its listeners' event loop every few seconds (loadtest.livefeed)
+        # feeds this on its listeners' event loop every few seconds (loadtest.view.livefeed)
         kinds = log.kind[start:n]
         keep = list(map(ne, kinds, repeat(KIND_SNAPSHOT)))
         t_all = log.t_recv[start:n]

@@ -1,0 +1,59 @@
+"""The drain's rule: when has every subscription got what it must get?
+
+After the writers stop, listeners stay connected until each subscription has seen, per writer, the
+newest acknowledged write it must see (per-writer order then implies the earlier ones came, or are
+lost), and then a short quiet; or until nothing arrived for ``--drain-quiet`` s; or ``--drain-timeout``.
+The run (``Run.drain``) and the live view's drain line (``view.observer``) both read it from here.
+"""
+from __future__ import annotations
+
+from checks.model import OP_DELETE, OUTCOME_ACK
+
+
+def newest_acks(ledgers: dict) -> dict:
+    """{(table, owner, group): {writer: newest acknowledged n}}, and the same for the whole table under
+    (table, "", ""): the subscriptions of a filtered workload see their (owner, group) scope."""
+    last: dict = {}
+    for key, led in ledgers.items():
+        for (_i, writer, wseq, op, outcome, owner, group, *_rest) in led.iter_writes():
+            if outcome == OUTCOME_ACK and op != OP_DELETE:  # a tombstone carries the older n
+                for scope in ((key, "", ""), (key, owner, group)):
+                    want = last.setdefault(scope, {})
+                    if wseq > want.get(writer, 0):
+                        want[writer] = wseq
+    return last
+
+
+def behind(sessions, newest: dict) -> tuple[int, int, set]:
+    """(subscriptions still missing some writer's newest write, subscriptions watched, those writers).
+    A session that vanished is not waited for: its evidence is missing anyway."""
+    waiting, watched, writers = 0, 0, set()
+    for s in sessions:
+        if s.vanished:
+            continue
+        for st in s.subs.values():
+            watched += 1
+            spec = st.spec
+            want = newest.get((spec.table.key, spec.owner, spec.group), {})
+            late = [w for w, n in want.items() if st.max_n.get(w, 0) < n]
+            if late:
+                waiting += 1
+                writers.update(late)
+    return waiting, watched, writers
+
+
+def all_delivered(sessions, newest: dict) -> bool:
+    for s in sessions:
+        if s.vanished:
+            continue
+        for st in s.subs.values():
+            spec = st.spec
+            want = newest.get((spec.table.key, spec.owner, spec.group), {})
+            if any(st.max_n.get(w, 0) < n for w, n in want.items()):
+                return False
+    return True
+
+
+def should_stop(*, delivered: bool, quiet_s: float, quiet_needed: float) -> bool:
+    """Everything in and a short quiet (late duplicates still show), or a long quiet (the rest is lost)."""
+    return (delivered and quiet_s >= min(0.5, quiet_needed)) or quiet_s >= quiet_needed

@@ -1,0 +1,133 @@
+"""What the report files and the live view show of a run: settings, marks, per-listener rows, server series.
+
+Shared by ``loadtest.verdict.files`` (the HTML report) and ``loadtest.view`` (the live page), so both
+show the same figures the same way. Each takes a Run (during the run) or a Record (after it).
+"""
+from __future__ import annotations
+
+MB = 1024 * 1024
+
+
+def run_monitor(run):
+    """The stress monitor of the run (``run.stress.monitor``, a ``loadtest.run.monitor.ServerMonitor``, with
+    ``--stress``) when there is one."""
+    for holder in (getattr(run, "stress", None), run):
+        mon = getattr(holder, "monitor", None) if holder is not None else None
+        if mon is not None and hasattr(mon, "samples"):
+            return mon
+    return None
+
+
+def monitor_series(mon) -> dict | None:
+    """{"t", "rss_mb", "cpu"} from a ServerMonitor's samples."""
+    try:
+        samples = mon.samples()
+    except Exception:  # the monitor is another part's: never let it break the view
+        return None
+    out = {"t": [], "rss_mb": [], "cpu": [], "source": "monitor"}
+    for s in samples:
+        rss, cpu = getattr(s, "server_rss_bytes", None), getattr(s, "server_cpu_percent", None)
+        if rss is None and cpu is None:
+            continue
+        out["t"].append(round(s.t, 3))
+        out["rss_mb"].append(None if rss is None else round(rss / MB, 2))
+        out["cpu"].append(None if cpu is None else round(cpu, 1))
+    return out
+
+
+
+def listeners_from_report(report: dict, latency_from: str) -> list:
+    per: dict = {}
+    for s in report.get("subscriptions", []):
+        x = per.setdefault(s.get("listener"), {"listener": s.get("listener"), "subscriptions": 0, "received": 0,
+                                               "snapshot_rows": 0, "expected": 0, "lost": 0, "duplicated": 0,
+                                               "out_of_order": 0, "p50": None, "p95": None, "p99": None,
+                                               "vanished": False})
+        x["subscriptions"] += 1
+        x["received"] += s.get("change_messages", 0)
+        x["snapshot_rows"] += s.get("snapshot_rows", 0)
+        x["expected"] += s.get("expected", 0)
+        x["lost"] += s.get("lost", 0)
+        x["duplicated"] += s.get("duplicated", 0)
+        x["out_of_order"] += s.get("out_of_order_total", 0)
+        x["vanished"] = x["vanished"] or bool(s.get("vanished"))
+        lat = (s.get("latency_ms") or {}).get(latency_from) or {}
+        # percentiles of a listener with several subscriptions: the worst subscription's (an upper bound)
+        for p in ("p50", "p95", "p99"):
+            v = lat.get(p)
+            if v is not None and (x[p] is None or v > x[p]):
+                x[p] = v
+    return list(per.values())
+
+
+def run_settings(run) -> dict:
+    """The settings shown in the report and the view (a Run or a Record: both have these names)."""
+    o = run.options
+    keys = ("workload", "writers", "listeners", "write_rate", "op_mix", "stream_tokens", "payload_bytes",
+            "snapshot_batch_size", "reconnect_every", "reconnect_pause", "reconnect_share", "barrier_timeout",
+            "drain_timeout", "drain_quiet", "auth_rate", "latency_from", "latency_threshold_ms",
+            "latency_quantile", "min_high_frequency", "accept_known", "standin_fault", "num_users",
+            "spawn_rate", "run_time", "live_verify_interval")
+    out = {"host": run.base_url, "run_id": run.run_id, "namespace": run.namespace, "started_at": run.started_at,
+           "writing_started_at": run.writing_started_at, "writing_stopped_at": run.writing_stopped_at}
+    for k in keys:
+        if hasattr(o, k):
+            v = getattr(o, k)
+            out[k] = v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
+    return out
+
+
+def run_marks(run, report: dict | None = None) -> list:
+    marks = []
+    for name, t in (("writers start", run.writing_started_at),
+                    ("writers stop", run.writing_stopped_at)):
+        if t:
+            marks.append({"name": name, "t": t})
+    mon = run_monitor(run)
+    if mon is not None:
+        try:
+            for name, t in mon.marks():
+                if name in ("release_start", "release_end"):   # load_start/_end = writers start/stop
+                    marks.append({"name": name.replace("_", " "), "t": t})
+        except Exception:  # another part's object: never break the view
+            pass
+    if report is not None:
+        t = report.get("run", {}).get("finished_at")
+        if t:
+            marks.append({"name": "verified", "t": t})
+    return marks
+
+
+def stress_overlay(report: dict | None) -> dict | None:
+    """Baseline, leak-fit window and release window of the stress memory verdicts, when the report
+    has them (any scenario whose details carry ``baseline_bytes``)."""
+    if not report:
+        return None
+    candidates = dict(report.get("scenarios") or {})
+    for key in ("stress", "stress_scenarios"):
+        extra = report.get(key)
+        if isinstance(extra, dict):
+            candidates.update(extra.get("scenarios", extra) if isinstance(extra.get("scenarios", extra), dict) else {})
+    out = {}
+    for sid, s in candidates.items():
+        d = s.get("details") if isinstance(s, dict) else None
+        if not isinstance(d, dict) or "baseline_bytes" not in d:
+            continue
+        if "window" in d and "baseline" not in out:
+            out["baseline_mb"] = d["baseline_bytes"] / MB
+            out["window"] = d["window"]
+            out["growth_id"] = sid
+            leak = d.get("leak") or {}
+            out["leak"] = {k: leak.get(k) for k in ("leak", "slope_mb_per_min", "stderr_mb_per_min", "reason")}
+            out["baseline"] = True
+        if "band_bytes" in d and "release" not in out:
+            out["release"] = {"id": sid, "band_mb": d["band_bytes"] / MB, "took_s": d.get("took_s"),
+                              "threshold": s.get("threshold")}
+    marks = (report.get("monitor") or {}).get("marks") or {}
+    if "release" in out:
+        def first(v):
+            return v[0] if isinstance(v, list) and v else v
+        start, end = first(marks.get("release_start")), first(marks.get("release_end"))
+        if isinstance(start, (int, float)) and isinstance(end, (int, float)):
+            out["release"]["start"], out["release"]["end"] = start, end
+    return out or None
