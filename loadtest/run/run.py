@@ -156,6 +156,14 @@ class Run:
         return acc
 
     @property
+    def run_id(self) -> str | None:
+        return self.prov.run_id if self.prov else None
+
+    @property
+    def namespace(self) -> str | None:
+        return self.prov.namespace if self.prov else None
+
+    @property
     def humans(self) -> list[str]:
         return [a.user for a in self.prov.listeners]
 

@@ -1,0 +1,130 @@
+"""The project's structure: no import circle (imports inside functions count), no upward import.
+
+checks/, kalamclient/ and standin/ stand on their own (history in, verdicts out; a client; a server):
+they import nothing of loadtest/ or users/. users/ are thin Locust users: nothing of loadtest.plugin.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("checks", "kalamclient", "standin", "users", "loadtest", "servers")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for pkg in PACKAGES:
+        for path in (REPO / pkg).rglob("*.py") if (REPO / pkg).is_dir() else ():
+            out[_module_name(path)] = path
+    return out
+
+
+def _imports(name: str, path: Path, known: set) -> set:
+    """Every project module this one imports, at any depth of the file (functions included)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    is_pkg = path.name == "__init__.py"
+    here = name.split(".") if is_pkg else name.split(".")[:-1]
+    found = set()
+
+    def add(target: str) -> None:
+        # "a.b.c" may be a module or a name in module "a.b"
+        while target and target not in known:
+            target = target.rpartition(".")[0]
+        if target and target != name:
+            found.add(target)
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                add(alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here[:len(here) - (node.level - 1)] if node.level > 1 else here
+                prefix = ".".join(base + ([node.module] if node.module else []))
+            else:
+                prefix = node.module or ""
+            for alias in node.names:
+                full = f"{prefix}.{alias.name}"
+                add(full if full in known else prefix)
+    return found
+
+
+def graph() -> dict[str, set]:
+    mods = _modules()
+    known = set(mods)
+    return {name: _imports(name, path, known) for name, path in mods.items()}
+
+
+
+
+def cycles(g: dict) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), and self-loops."""
+    index, low, on, stack, out = {}, {}, set(), [], []
+    counter = [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in g.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(g):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circle_among_the_projects_modules():
+    g = graph()
+    assert cycles(g) == []
+
+
+def test_the_circle_finder_finds_a_circle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_upward_import():
+    g = graph()
+    upward = []
+    for mod, targets in g.items():
+        top = mod.split(".")[0]
+        for t in targets:
+            ttop = t.split(".")[0]
+            if top in ("checks", "kalamclient", "standin") and ttop in ("loadtest", "users"):
+                upward.append((mod, t))
+            if top == "users" and (t == "loadtest.plugin" or ttop == "loadtest"):
+                upward.append((mod, t))
+            if top in ("checks", "kalamclient") and ttop in ("standin", "servers"):
+                upward.append((mod, t))
+    assert upward == []
+
+
+def test_no_module_global_locates_the_run():
+    """State is reached through Locust's environment: the old locators are gone."""
+    text = "\n".join(p.read_text(encoding="utf-8") for p in _modules().values())
+    for locator in ("_state[", "_observer[", "_process[", "current_run(", "current_observer("):
+        assert locator not in text, locator
