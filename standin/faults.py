@@ -115,7 +115,10 @@ def parse_cli_fault(s: str) -> tuple[str, object]:
     k = k.strip()
     if k not in PARSERS:
         raise FaultError(f"unknown fault key: {k}")
-    return k, PARSERS[k](v.strip())
+    try:
+        return k, PARSERS[k](v.strip())
+    except (TypeError, ValueError) as e:
+        raise FaultError(f"bad value for {k}: {e}") from None  # the same words as the admin route's
 
 
 class Faults:

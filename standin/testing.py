@@ -25,7 +25,13 @@ _LINE = re.compile(r"^standin listening on (http://(\S+):(\d+))\s*$")
 
 
 class StandinError(RuntimeError):
-    pass
+    """A stand-in that could not be started or answered wrongly. ``returncode`` and ``stderr`` are set
+    when the child exited before it listened (its own message is in ``stderr`` and in ``str()``)."""
+
+    def __init__(self, message: str, returncode: int | None = None, stderr: str = ""):
+        super().__init__(message)
+        self.returncode = returncode
+        self.stderr = stderr
 
 
 class StandinProcess:
@@ -49,6 +55,7 @@ class StandinProcess:
         self.url: str | None = None
         self._stderr_tail: deque = deque(maxlen=60)
         self._stderr_thread = None
+        self._started_once = False  # a failed first start removes the temp data dir; a failed restart keeps it
 
     # ------------------------------------------------------------------ properties
     @property
@@ -98,8 +105,10 @@ class StandinProcess:
             raise StandinError("already running")
         port = self.port if port is None else port
         self._stderr_tail.clear()
+        # its own session: a terminal's Ctrl-C (SIGINT to the foreground process group) reaches the owner
+        # only, which then stops the stand-in itself (after reading what it still needs from it)
         self.proc = subprocess.Popen(self._cmd(port), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=self._env(), text=True, bufsize=1)
+                                     env=self._env(), text=True, bufsize=1, start_new_session=True)
         t = threading.Thread(target=self._pump_stderr, args=(self.proc,), daemon=True)
         t.start()
         self._stderr_thread = t
@@ -110,18 +119,47 @@ class StandinProcess:
 
         rt = threading.Thread(target=read_line, daemon=True)
         rt.start()
-        rt.join(self.startup_timeout)
+        rt.join(self.startup_timeout)  # returns at once when the child exits: readline() sees EOF
         line = result.get("line")
         m = _LINE.match(line or "")
         if not m:
-            self._reap(signal.SIGKILL)
-            time.sleep(0.05)
-            raise StandinError(f"standin did not start within {self.startup_timeout}s "
-                               f"(first stdout line: {line!r}); stderr tail:\n{self.stderr_tail()}")
+            self._fail_start(line)
         self.url = m.group(1)
         self.port = int(m.group(3))
+        self._started_once = True
         threading.Thread(target=self._drain_stdout, args=(self.proc,), daemon=True).start()
         return self
+
+    def _fail_start(self, line):
+        """Raise the child's own error when it exited before listening, else the timeout; a first start
+        that fails leaves no temporary data dir behind."""
+        p = self.proc
+        rc = None
+        if line is not None:  # stdout ended (or a wrong line): the child exits or has exited
+            try:
+                rc = p.wait(5)
+            except subprocess.TimeoutExpired:
+                rc = None
+        if rc is None:
+            self._reap(signal.SIGKILL)
+        if self._stderr_thread is not None:
+            self._stderr_thread.join(2.0)  # the whole stderr, up to EOF (bounded: the child is gone)
+        tail = self.stderr_tail()
+        try:
+            if not self._started_once and self._own_dir:
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+        finally:
+            for f in (p.stdout, p.stderr):
+                try:
+                    f.close()
+                except Exception:
+                    pass
+        if rc is not None:
+            last = tail.strip().splitlines()[-1] if tail.strip() else "(no stderr)"
+            raise StandinError(f"standin exited with code {rc} before it listened: {last}\n"
+                               f"stderr tail:\n{tail}", returncode=rc, stderr=tail)
+        raise StandinError(f"standin did not start within {self.startup_timeout}s "
+                           f"(first stdout line: {line!r}); stderr tail:\n{tail}", stderr=tail)
 
     def _pump_stderr(self, p):
         try:
@@ -164,16 +202,23 @@ class StandinProcess:
     def wait(self, timeout: float | None = None):
         return self.proc.wait(timeout)
 
-    def restart(self, kill: bool = False):
-        """Stop (or kill) and start again on the same port with the same data dir."""
+    def restart(self, kill: bool = False, faults: dict | None = None):
+        """Stop (or kill) and start again on the same port with the same data dir.
+
+        ``faults`` replaces the start-up faults for this start and later ones (e.g. ``{}`` after a
+        ``crash_at`` given at start-up, which would otherwise fire again); None keeps them."""
         if self.proc is not None and self.proc.poll() is None:
             self.kill() if kill else self.stop()
+        if faults is not None:
+            self.faults = dict(faults)
         deadline = time.time() + 10
         while True:
             try:
                 return self.start(self.port)
-            except StandinError:
-                if time.time() > deadline:
+            except StandinError as ex:
+                # the port may still be held for a moment (exit code 1, "cannot start"); a bad option
+                # or config (exit code 2) will not get better by retrying
+                if ex.returncode == 2 or time.time() > deadline:
                     raise
                 time.sleep(0.2)
 
