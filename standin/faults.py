@@ -65,18 +65,35 @@ def _str(v):
     return str(v)
 
 
+def _scope(v):
+    """USER/SUBSCRIPTION_ID: one listener's one subscription. USER is a user id, or a prefix when it
+    ends with `*` (`*` alone: any user); SUBSCRIPTION_ID is exact. Split at the first `/` (user ids have
+    none; a subscription id may)."""
+    s = str(v).strip()
+    user, sep, sid = s.partition("/")
+    if not sep or not user or not sid:
+        raise ValueError("must be USER/SUBSCRIPTION_ID")
+    if "*" in user[:-1]:
+        raise ValueError("`*` may only end USER")
+    return s
+
+
 PARSERS = {
     "seed": _int,
+    "scope": _scope,
     "drop": _prob,
+    "drop_count": _nonneg_int,
     "drop_change_type": _change_type,
     "drop_user": _str,
     "drop_subscription": _str,
     "duplicate": _prob,
+    "duplicate_count": _nonneg_int,
     "reorder": _nonneg_int,
     "delay_ms": _nonneg_float,
     "jitter_ms": _nonneg_float,
     "disconnect_every": _nonneg_int,
     "corrupt": _prob,
+    "corrupt_count": _nonneg_int,
     "counter_skew": _int,
     "leak_bytes_per_change": _nonneg_int,
     "cpu_burn": _prob,
@@ -86,6 +103,11 @@ PARSERS = {
     "crash_after_writes": _nonneg_int,
     "cross_user": _prob,
 }
+
+
+# exact-count faults: how many are left is re-armed to the value whenever the key is given (PUT, or a
+# PATCH naming it), and kept across changes to other keys
+COUNT_KEYS = ("drop_count", "duplicate_count", "corrupt_count")
 
 
 class FaultError(ValueError):
@@ -134,14 +156,17 @@ class Faults:
         self._burn_thread: threading.Thread | None = None
         self._burn_fraction = 0.0
         self.on_change = None  # callback(old, new)
+        self.left = dict.fromkeys(COUNT_KEYS, 0)
         self.replace(initial or {})
 
     # ------------------------------------------------------------------ updates
-    def replace(self, new: dict):
-        new = parse_faults(new)
+    def replace(self, new: dict, armed=None):
+        """Set the faults to `new`. `armed`: the keys given by the caller (default: every key of `new`),
+        whose exact counts start again."""
+        parsed = parse_faults(new)
         old = self.values
-        self.values = new
-        self._derive(old)
+        self.values = parsed
+        self._derive(old, set(parsed) if armed is None else set(armed))
 
     def patch(self, upd: dict):
         if not isinstance(upd, dict):
@@ -152,10 +177,13 @@ class Faults:
                 merged.pop(k, None)
             else:
                 merged[k] = v
-        self.replace(merged)
+        self.replace(merged, armed={k for k, v in upd.items() if v is not None})
 
-    def _derive(self, old: dict):
+    def _derive(self, old: dict, armed: set):
         v = self.values
+        for k in COUNT_KEYS:
+            if k in armed or k not in v:
+                self.left[k] = v.get(k, 0)
         if "seed" in v and v.get("seed") != old.get("seed"):
             self.rng.seed(v["seed"])
         if v.get("crash_after_writes") != old.get("crash_after_writes"):
@@ -166,6 +194,12 @@ class Faults:
         self.change_type = v.get("drop_change_type")
         self.f_user = v.get("drop_user")
         self.f_sub = v.get("drop_subscription")
+        sc = v.get("scope")
+        if sc is None:
+            self.scope = None
+        else:
+            user, _, sid = sc.partition("/")
+            self.scope = (user[:-1], True, sid) if user.endswith("*") else (user, False, sid)
         self.reorder = v.get("reorder", 0)
         self.delay_ms = v.get("delay_ms", 0.0)
         self.jitter_ms = v.get("jitter_ms", 0.0)
@@ -180,7 +214,7 @@ class Faults:
         # any fault touching the notification path -> slow path
         self.delivery_active = bool(
             self.drop or self.duplicate or self.corrupt or self.reorder or self.delay_ms
-            or self.jitter_ms or self.stall_sub is not None
+            or self.jitter_ms or self.stall_sub is not None or any(v.get(k) for k in COUNT_KEYS)
         )
         self._set_burn(v.get("cpu_burn", 0.0))
         if self.on_change:
@@ -190,12 +224,36 @@ class Faults:
         return dict(self.values)
 
     # ------------------------------------------------------------------ predicates
+    def in_scope(self, user_id: str | None, sub_id: str) -> bool:
+        """`scope` restriction: every fault that acts on a subscription or its connection."""
+        sc = self.scope
+        if sc is None:
+            return True
+        user, prefix, sid = sc
+        if sub_id != sid or user_id is None:
+            return False
+        return user_id.startswith(user) if prefix else user_id == user
+
+    def conn_in_scope(self, user_id: str | None, sub_ids) -> bool:
+        """A connection is in scope when it carries the scoped subscription (disconnect_every)."""
+        sc = self.scope
+        return sc is None or (sc[2] in sub_ids and self.in_scope(user_id, sc[2]))
+
     def targets(self, user_id: str, sub_id: str) -> bool:
-        """drop_user / drop_subscription restriction (applies to drop, duplicate, corrupt, delay)."""
+        """drop_user / drop_subscription / scope restriction (applies to drop, duplicate, corrupt, delay
+        and their exact counts)."""
         if self.f_user is not None and not user_id.startswith(self.f_user):
             return False
         if self.f_sub is not None and sub_id != self.f_sub:
             return False
+        return self.scope is None or self.in_scope(user_id, sub_id)
+
+    def take(self, key: str) -> bool:
+        """One of the exact count `key` (drop_count, ...) if any is left."""
+        n = self.left[key]
+        if n <= 0:
+            return False
+        self.left[key] = n - 1
         return True
 
     def type_ok(self, change_type: str) -> bool:

@@ -318,7 +318,7 @@ class Conn:
                     m.sent_changes += 1
                     self.sent_changes += 1
                     de = m.faults.disconnect_every
-                    if de and self.sent_changes % de == 0:
+                    if de and self.sent_changes % de == 0 and m.faults.conn_in_scope(self.user_id, self.subs):
                         self.closing = True
                         await ws.close(code=1011, message=b"standin fault: disconnect_every")
                         return
@@ -466,10 +466,15 @@ class LiveManager:
                 self._unindex(sub)
 
     def live_rows(self):
-        skew = self.faults.counter_skew
-        rows = [s.live_row(skew) for c in self.conns.values() for s in c.subs.values()]
-        if self.faults.zombies:
-            rows.extend(s.live_row(skew) for s in self.zombies)
+        f = self.faults
+        skew = f.counter_skew
+
+        def row(s):
+            return s.live_row(skew if skew and f.in_scope(s.user_id, s.id) else 0)
+
+        rows = [row(s) for c in self.conns.values() for s in c.subs.values()]
+        if f.zombies:
+            rows.extend(row(s) for s in self.zombies)
         else:
             self.zombies.clear()
         return rows
@@ -531,23 +536,26 @@ class LiveManager:
 
     def deliver_faulty(self, sub: Sub, ch: Change):
         f = self.faults
-        if f.stall_sub is not None and sub.id == f.stall_sub:
+        if f.stall_sub is not None and sub.id == f.stall_sub and f.in_scope(sub.user_id, sub.id):
             if sub.conn.change_count < QUEUE_CAP:
                 sub.changes += 1  # counted as enqueued, never delivered
                 sub.last_update = time.time()
             return
         tgt = f.targets(sub.user_id, sub.id)
         typed = f.type_ok(ch.kind)
+        hit = tgt and typed
         rng = f.rng
-        if f.drop and tgt and typed and rng.random() < f.drop:
+        # an exact count is spent before the probability is drawn (so a seeded run draws the same
+        # numbers with or without counts once they are spent)
+        if hit and (f.take("drop_count") or (f.drop and rng.random() < f.drop)):
             self.fault_drops += 1
             return
-        if f.corrupt and tgt and typed and rng.random() < f.corrupt:
+        if hit and (f.take("corrupt_count") or (f.corrupt and rng.random() < f.corrupt)):
             msg = ch.corrupted_message(sub, rng)
             self.fault_corrupted += 1
         else:
             msg = ch.message(sub)
-        copies = 2 if (f.duplicate and tgt and typed and rng.random() < f.duplicate) else 1
+        copies = 2 if hit and (f.take("duplicate_count") or (f.duplicate and rng.random() < f.duplicate)) else 1
         self.fault_duplicates += copies - 1
         commit_mono = None
         for _ in range(copies):
@@ -587,7 +595,8 @@ class LiveManager:
     def _stage2(self, sub: Sub, msg: bytes):
         if not sub.active:
             return
-        n = self.faults.reorder
+        f = self.faults
+        n = f.reorder if f.scope is None or f.in_scope(sub.user_id, sub.id) else 0
         if n > 1 or sub.reorder_buf:
             sub.reorder_buf.append(msg)
             if len(sub.reorder_buf) >= max(n, 1):
