@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import random
 import threading
 import time
+
+log = logging.getLogger("standin.faults")
+CRASH_EXIT_CODE = 70  # crash_after_writes and crash_at: os._exit, no clean close
 
 # key -> parser
 def _prob(v):
@@ -101,6 +106,7 @@ PARSERS = {
     "zombies": _bool,
     "slow_select_ms": _nonneg_float,
     "crash_after_writes": _nonneg_int,
+    "crash_at": _nonneg_float,
     "cross_user": _prob,
 }
 
@@ -157,6 +163,11 @@ class Faults:
         self._burn_fraction = 0.0
         self.on_change = None  # callback(old, new)
         self.left = dict.fromkeys(COUNT_KEYS, 0)
+        # crash_at: a thread timer (it fires even while the event loop is busy or blocked); the start-up
+        # faults' clock starts when the server listens (start_clock), the admin route's when set
+        self.clock_started = False
+        self._crash_timer: threading.Timer | None = None
+        self.crash_due: float | None = None  # time.monotonic() of the crash
         self.replace(initial or {})
 
     # ------------------------------------------------------------------ updates
@@ -188,6 +199,8 @@ class Faults:
             self.rng.seed(v["seed"])
         if v.get("crash_after_writes") != old.get("crash_after_writes"):
             self.writes_since_set = 0
+        if "crash_at" in armed or "crash_at" not in v:
+            self._arm_crash()
         self.drop = v.get("drop", 0.0)
         self.duplicate = v.get("duplicate", 0.0)
         self.corrupt = v.get("corrupt", 0.0)
@@ -222,6 +235,32 @@ class Faults:
 
     def as_dict(self) -> dict:
         return dict(self.values)
+
+    # ------------------------------------------------------------------ crash_at
+    def start_clock(self):
+        """The server listens: the start-up faults' crash_at counts from now."""
+        self.clock_started = True
+        self._arm_crash()
+
+    def _arm_crash(self):
+        if self._crash_timer is not None:
+            self._crash_timer.cancel()
+            self._crash_timer = None
+            self.crash_due = None
+        secs = self.values.get("crash_at", 0.0)
+        if not secs or not self.clock_started:
+            return
+        t = threading.Timer(secs, self._crash, args=(secs,))
+        t.daemon = True
+        t.name = "standin-crash-at"
+        self.crash_due = time.monotonic() + secs
+        self._crash_timer = t
+        t.start()
+
+    @staticmethod
+    def _crash(secs):
+        log.warning("fault crash_at=%s: exiting with code %d", secs, CRASH_EXIT_CODE)
+        os._exit(CRASH_EXIT_CODE)
 
     # ------------------------------------------------------------------ predicates
     def in_scope(self, user_id: str | None, sub_id: str) -> bool:

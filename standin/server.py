@@ -173,6 +173,8 @@ class State:
             "standin_leaked_bytes": self.faults.leaked_bytes,
             "standin_dml_statements": self.engine.dml_count,
         }
+        if self.faults.crash_due is not None:  # crash_at armed: seconds left
+            m["standin_crash_in_s"] = round(max(0.0, self.faults.crash_due - time.monotonic()), 3)
         m.update(self.store.storage_figures())
         return [(k, str(v)) for k, v in m.items()]
 
@@ -488,6 +490,7 @@ async def serve(args, settings, faults: Faults, db_path: str, cleanup_dir: str |
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    faults.start_clock()  # crash_at given at start-up counts from the moment it listens
     print(f"standin listening on http://{host}:{port}", flush=True)
     await stop.wait()
     st.shutting_down = True

@@ -397,3 +397,61 @@ def test_bad_scope_or_count_on_the_command_line_fails_at_start(fault, words):
         p.start()
     assert ei.value.returncode == 2 and words in str(ei.value)
     p.close()
+
+
+# ------------------------------------------------------------------------ crash_at
+def wait_exit(s, limit: float):
+    deadline = time.monotonic() + limit
+    while s.returncode is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return s.returncode
+
+
+def test_crash_at_set_by_the_admin_route_and_restart(env):
+    s, tok = env
+    write(s, tok, "before")
+    s.set_faults({"crash_at": 1.0})
+    t0 = time.monotonic()
+    left = float(stats_of(s, tok)["standin_crash_in_s"])
+    assert 0.5 < left <= 1.0
+    assert wait_exit(s, 10) == 70
+    took = time.monotonic() - t0
+    assert 0.95 <= took < 3.0, took
+    s.restart()  # set at run time: not a start-up fault, so the new process runs clean
+    assert s.get_faults() == {}
+    assert "standin_crash_in_s" not in stats_of(s, tok)
+    assert sql_ok(s.url, tok, "SELECT id FROM f.t")["results"][0]["rows"] == [["before"]]
+    write(s, tok, "after")
+    time.sleep(1.3)
+    assert s.returncode is None
+
+
+def test_crash_at_removed_or_zero_does_nothing_and_other_keys_do_not_rearm_it(env):
+    s, tok = env
+    s.set_faults({"crash_at": 0.6})
+    s.patch_faults({"crash_at": None})
+    s.set_faults({"crash_at": 0})  # 0: off
+    assert "standin_crash_in_s" not in stats_of(s, tok)
+    time.sleep(1.0)
+    assert s.returncode is None
+    s.set_faults({"crash_at": 2.0})
+    t0 = time.monotonic()
+    time.sleep(1.0)
+    s.patch_faults({"seed": 4})  # crash_at not named: its clock goes on
+    assert wait_exit(s, 10) == 70
+    assert 1.95 <= time.monotonic() - t0 < 2.9
+
+
+def test_crash_at_on_the_command_line_counts_from_listening(standin_factory):
+    s = standin_factory(faults={"crash_at": 1.5})
+    t0 = time.monotonic()
+    assert s.get_faults() == {"crash_at": 1.5}
+    assert wait_exit(s, 10) == 70
+    assert 1.3 <= time.monotonic() - t0 < 3.0
+    s.restart()  # the start-up faults again: it crashes again
+    assert wait_exit(s, 10) == 70
+    s.restart(faults={})
+    tok = login(s.url, "root", TEST_ROOT_PASSWORD)
+    time.sleep(2.0)
+    assert s.returncode is None and s.get_faults() == {}
+    assert "standin_crash_in_s" not in stats_of(s, tok)
