@@ -18,9 +18,12 @@ from .storage import seq_time_ms
 from .types import encode
 
 log = logging.getLogger("standin.live")
+# KalamDB's own target for the full-channel warning (kdb-live notification.rs:try_deliver), so that a log
+# check written against KalamDB's server.log reads the stand-in's the same way
+notif_log = logging.getLogger("kalamdb_live::notification")
 
 CHANGE, CTRL, CLOSE = 0, 1, 2
-QUEUE_CAP = 128
+QUEUE_CAP = 128  # KalamDB's NOTIFICATION_CHANNEL_CAPACITY; the default of [websocket] notification_channel_capacity
 MAX_BUFFERED = 1024
 MAX_SUBS_PER_CONN = 100
 DEFAULT_BATCH = 1000
@@ -391,6 +394,9 @@ class LiveManager:
         self.index: dict[tuple, dict] = {}
         self.user_counts: dict[str, int] = {}
         self.zombies: list[Sub] = []
+        # per-connection channel of change messages (KalamDB: bounded mpsc, try_send): beyond it a change
+        # is dropped, logged, and not counted in system.live.changes
+        self.cap = getattr(settings, "notification_channel_capacity", QUEUE_CAP)
         self.queue_drops = 0
         self.fault_drops = 0
         self.fault_duplicates = 0
@@ -525,8 +531,9 @@ class LiveManager:
         conn = sub.conn
         if conn.closing or not sub.active:
             return
-        if conn.change_count >= QUEUE_CAP:
+        if conn.change_count >= self.cap:
             self.queue_drops += 1
+            notif_log.warning("Notification channel full for subscription_id=%s, dropping notification", sub.id)
             return
         conn.out.append((CHANGE, msg))
         conn.change_count += 1
@@ -537,7 +544,7 @@ class LiveManager:
     def deliver_faulty(self, sub: Sub, ch: Change):
         f = self.faults
         if f.stall_sub is not None and sub.id == f.stall_sub and f.in_scope(sub.user_id, sub.id):
-            if sub.conn.change_count < QUEUE_CAP:
+            if sub.conn.change_count < self.cap:
                 sub.changes += 1  # counted as enqueued, never delivered
                 sub.last_update = time.time()
             return

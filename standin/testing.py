@@ -3,6 +3,7 @@
     from standin.testing import StandinProcess, TEST_ROOT_PASSWORD
     with StandinProcess(faults={"drop": 0.1}, config="config/loadtest-server.toml") as s:
         s.url, s.ws_url, s.pid, s.set_faults({...}), s.patch_faults({...}), s.get_faults(), s.restart()
+        s.log_path, s.log_text()   # the server log, <logs_dir>/server.log (default: <data_dir>/logs)
 """
 from __future__ import annotations
 
@@ -38,12 +39,15 @@ class StandinProcess:
     def __init__(self, faults: dict | None = None, config: str | None = None, data_dir: str | None = None,
                  env: dict | None = None, root_password: str | None = TEST_ROOT_PASSWORD, port: int = 0,
                  extra_args=(), host: str = "127.0.0.1", seed: int | None = None, startup_timeout: float = 20.0,
-                 jwt_secret: str | None = TEST_JWT_SECRET):
+                 jwt_secret: str | None = TEST_JWT_SECRET, logs_dir: str | None = None):
         self.faults = dict(faults or {})
         self.config = config
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="standin-data-")
         self.env = dict(env or {})
+        # the server log (KalamDB's KALAMDB_LOGS_DIR → <dir>/server.log): beside the data by default, so it
+        # goes with a temporary data dir; env={"KALAMDB_LOGS_DIR": ...} or logs_dir= put it elsewhere
+        self.logs_dir = self.env.get("KALAMDB_LOGS_DIR") or logs_dir or os.path.join(self.data_dir, "logs")
         self.root_password = root_password
         self.jwt_secret = jwt_secret
         self.port = port
@@ -69,6 +73,19 @@ class StandinProcess:
     @property
     def returncode(self):
         return self.proc.poll() if self.proc else None
+
+    @property
+    def log_path(self) -> str:
+        """The server log the child writes (appended across restarts)."""
+        return os.path.join(self.logs_dir, "server.log")
+
+    def log_text(self) -> str:
+        """The server log so far ('' before the child created it)."""
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
 
     def stderr_tail(self) -> str:
         return "".join(self._stderr_tail)
@@ -98,6 +115,7 @@ class StandinProcess:
         if self.jwt_secret is not None:
             env.setdefault("KALAMDB_JWT_SECRET", self.jwt_secret)
         env.update({k: str(v) for k, v in self.env.items()})
+        env["KALAMDB_LOGS_DIR"] = self.logs_dir
         return env
 
     def start(self, port: int | None = None):
@@ -301,14 +319,17 @@ class WsClient:
     """Tiny websocket-client wrapper for tests: JSON frames, gzip binary frames decoded, close info."""
 
     def __init__(self, ws_url: str, token: str | None = None, compress: bool = True, timeout: float = 5.0,
-                 headers: list | None = None):
+                 headers: list | None = None, sockopt=()):
+        """``sockopt``: (level, option, value) tuples set before connect, e.g. a small SO_RCVBUF for a
+        slow reader whose socket fills."""
         import websocket
 
         url = ws_url + ("" if compress else "?compress=false")
         hdrs = list(headers or [])
         if token:
             hdrs.append(f"Authorization: Bearer {token}")
-        self.ws = websocket.create_connection(url, header=hdrs, timeout=timeout, skip_utf8_validation=True)
+        self.ws = websocket.create_connection(url, header=hdrs, timeout=timeout, skip_utf8_validation=True,
+                                              sockopt=tuple(sockopt))
         self.timeout = timeout
         self.close_code = None
         self.close_reason = None
