@@ -108,12 +108,16 @@ PARSERS = {
     "crash_after_writes": _nonneg_int,
     "crash_at": _nonneg_float,
     "cross_user": _prob,
+    "handover_reorder": _nonneg_int,
+    "handover_gap_ms": _nonneg_float,
 }
 
 
 # exact-count faults: how many are left is re-armed to the value whenever the key is given (PUT, or a
 # PATCH naming it), and kept across changes to other keys
-COUNT_KEYS = ("drop_count", "duplicate_count", "corrupt_count")
+CHANGE_COUNT_KEYS = ("drop_count", "duplicate_count", "corrupt_count")  # spent per (subscription, change)
+COUNT_KEYS = CHANGE_COUNT_KEYS + ("handover_reorder",)  # handover_reorder: spent per resumed subscription
+HANDOVER_GAP_MS = 5.0  # KalamDB's transition race: the lower _seq arrives 2-15 ms after the higher one
 
 
 class FaultError(ValueError):
@@ -227,8 +231,9 @@ class Faults:
         # any fault touching the notification path -> slow path
         self.delivery_active = bool(
             self.drop or self.duplicate or self.corrupt or self.reorder or self.delay_ms
-            or self.jitter_ms or self.stall_sub is not None or any(v.get(k) for k in COUNT_KEYS)
+            or self.jitter_ms or self.stall_sub is not None or any(v.get(k) for k in CHANGE_COUNT_KEYS)
         )
+        self.handover_gap_ms = v.get("handover_gap_ms", HANDOVER_GAP_MS)
         self._set_burn(v.get("cpu_burn", 0.0))
         if self.on_change:
             self.on_change(old, v)

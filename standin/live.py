@@ -337,7 +337,7 @@ class Sub:
     __slots__ = ("conn", "id", "id_esc", "user_id", "table", "sql", "options", "options_json", "proj", "proj_key",
                  "filter", "created_at", "last_update", "changes", "loading", "boundary", "buffer", "from_",
                  "batch_size", "batch_num", "reorder_buf", "reorder_timer", "delay_q", "delay_timer", "live_id",
-                 "active", "owner", "snap_where", "key", "killed")
+                 "active", "owner", "snap_where", "key", "killed", "hold", "hold_phase", "hold_timer")
 
     def __init__(self, conn, sid, table, sql, options, proj, flt, owner, snap_where):
         self.conn = conn
@@ -376,6 +376,10 @@ class Sub:
         self.snap_where = snap_where
         self.key = (table.ns, table.name, owner)
         self.killed = False
+        # fault handover_reorder: the first live changes after a resume (None: not armed)
+        self.hold = None
+        self.hold_phase = 0
+        self.hold_timer = None
 
     def live_row(self, skew: int, node_id: int = 1):
         t = self.table
@@ -402,6 +406,7 @@ class LiveManager:
         self.fault_duplicates = 0
         self.fault_corrupted = 0
         self.fault_cross_user = 0
+        self.handover_swaps = 0
         self.sent_changes = 0
         # fault delay_ms: how late each held change left its due time (us; the newest 10,000 since faults
         # were last set), so that a latency benchmark can tell the stand-in's timer error from the client's
@@ -448,6 +453,10 @@ class LiveManager:
         if sub.delay_timer is not None:
             sub.delay_timer.cancel()
             sub.delay_timer = None
+        if sub.hold_timer is not None:
+            sub.hold_timer.cancel()
+            sub.hold_timer = None
+        sub.hold = None
         if self.faults.zombies:
             self.zombies.append(sub)
 
@@ -531,6 +540,15 @@ class LiveManager:
         conn = sub.conn
         if conn.closing or not sub.active:
             return
+        if sub.hold is not None:
+            self._handover(sub, msg)
+            return
+        self._put(sub, msg)
+
+    def _put(self, sub: Sub, msg: bytes):
+        conn = sub.conn
+        if conn.closing or not sub.active:
+            return
         if conn.change_count >= self.cap:
             self.queue_drops += 1
             notif_log.warning("Notification channel full for subscription_id=%s, dropping notification", sub.id)
@@ -540,6 +558,41 @@ class LiveManager:
         sub.changes += 1
         sub.last_update = time.time()
         conn.wake.set()
+
+    # ----------------------------------------------------------- fault handover_reorder
+    def arm_handover(self, sub: Sub):
+        """A resumed subscription (`from` given): its first two live changes will leave swapped."""
+        sub.hold = []
+        sub.hold_phase = 0
+
+    def _handover(self, sub: Sub, msg: bytes):
+        """KalamDB's snapshot-to-live race (protocol §5.4): a newer change is enqueued ahead of an older
+        one. The first change is held; the second goes out, the first handover_gap_ms after it, and any
+        later ones behind the first (so exactly one pair is out of order). A first change with no second
+        within REORDER_FLUSH_S leaves alone, unswapped."""
+        if sub.hold_phase == 0:
+            sub.hold.append(msg)
+            sub.hold_phase = 1
+            sub.hold_timer = self.loop.call_later(REORDER_FLUSH_S, self._release_hold, sub)
+        elif sub.hold_phase == 1:
+            sub.hold_timer.cancel()
+            sub.hold_timer = None
+            self._put(sub, msg)
+            self.handover_swaps += 1
+            sub.hold_phase = 2
+            gap = self.faults.handover_gap_ms
+            if gap > 0:
+                sub.hold_timer = self.loop.call_later(gap / 1000.0, self._release_hold, sub)
+            else:
+                self._release_hold(sub)
+        else:
+            sub.hold.append(msg)
+
+    def _release_hold(self, sub: Sub):
+        sub.hold_timer = None
+        held, sub.hold = sub.hold or [], None
+        for msg in held:
+            self._put(sub, msg)
 
     def deliver_faulty(self, sub: Sub, ch: Change):
         f = self.faults

@@ -169,6 +169,7 @@ class State:
             "standin_notifications_corrupted_fault": live.fault_corrupted,
             "standin_notifications_cross_user_fault": live.fault_cross_user,
             **{f"standin_{k}_left": n for k, n in self.faults.left.items()},  # exact counts not yet spent
+            "standin_handover_reordered": live.handover_swaps,
             **_delay_late_figures(live.delay_late_us),
             "standin_leaked_bytes": self.faults.leaked_bytes,
             "standin_dml_statements": self.engine.dml_count,

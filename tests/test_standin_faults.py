@@ -455,3 +455,95 @@ def test_crash_at_on_the_command_line_counts_from_listening(standin_factory):
     time.sleep(2.0)
     assert s.returncode is None and s.get_faults() == {}
     assert "standin_crash_in_s" not in stats_of(s, tok)
+
+
+# ------------------------------------------------------------------------ handover_reorder
+def resume(s, tok, sid, frm):
+    """A new connection resuming `sid` from `frm` (snapshot rows > frm, then live)."""
+    c = WsClient(s.ws_url, tok, compress=False)
+    assert c.recv()["type"] == "auth_success"
+    c.send({"type": "subscribe", "subscription": {"id": sid, "sql": "SELECT * FROM f.t",
+                                                  "options": {"batch_size": 100, "from": frm}}})
+    assert c.recv()["type"] == "subscription_ack"
+    b = c.recv()
+    assert b["type"] == "initial_data_batch" and b["batch_control"]["status"] == "ready"
+    return c, [r["id"] for r in b["rows"]]
+
+
+def insert_many(s, tok, keys):
+    sql_ok(s.url, tok, "INSERT INTO f.t (id, writer, n, payload) VALUES "
+           + ", ".join(f"('{k}', 'w', {i + 1}, 'p-{k}')" for i, k in enumerate(keys)))
+
+
+def recv_timed(c, n):
+    out = []
+    for _ in range(n):
+        m = c.recv(timeout=3)
+        assert m is not None, out
+        out.append((time.monotonic(), m["rows"][0]["id"], int(m["rows"][0]["_seq"])))
+    return out
+
+
+def max_seq(s, tok):
+    return int(sql_ok(s.url, tok, "SELECT MAX(_seq) FROM f.t")["results"][0]["rows"][0][0])
+
+
+def test_handover_reorder_swaps_the_first_two_live_changes_of_the_first_n_resumes(env):
+    s, tok = env
+    fresh = listen(s, tok, "fresh", options={"batch_size": 100})  # epoch 0: a snapshot, no `from`
+    write(s, tok, "a0")
+    cut = max_seq(s, tok)
+    s.set_faults({"handover_reorder": 1, "handover_gap_ms": 60})
+    assert stats_of(s, tok)["standin_handover_reorder_left"] == "1"
+    c, snap = resume(s, tok, "r", cut)
+    assert snap == [] and stats_of(s, tok)["standin_handover_reorder_left"] == "0"
+    insert_many(s, tok, ["k1", "k2", "k3", "k4"])
+    got = recv_timed(c, 4)
+    assert [k for _, k, _ in got] == ["k2", "k1", "k3", "k4"]
+    assert got[1][2] < got[0][2] and got[2][2] > got[0][2]  # exactly one pair out of _seq order
+    assert 0.03 <= got[1][0] - got[0][0] < 1.0, got  # the lower one ~60 ms after the higher one
+    assert c.drain(0.3) == []
+    assert [m["rows"][0]["id"] for m in fresh.drain()] == ["a0", "k1", "k2", "k3", "k4"]  # not resumed: in order
+    st = stats_of(s, tok)
+    assert st["standin_handover_reordered"] == "1"
+    assert changes_of(s, tok, "r") == [4]
+    c2, _ = resume(s, tok, "r2", cut)  # the count is spent: a second resume is in order
+    insert_many(s, tok, ["m1", "m2", "m3"])
+    assert [m["rows"][0]["id"] for m in c2.drain()] == ["m1", "m2", "m3"]
+    assert stats_of(s, tok)["standin_handover_reordered"] == "1"
+
+
+def test_handover_reorder_in_scope_and_a_lone_change(env):
+    s, tok = env
+    sql_ok(s.url, tok, "CREATE USER lis_a WITH PASSWORD 'LisPw-1234' ROLE user")
+    ta = login(s.url, "lis_a", "LisPw-1234")
+    write(s, tok, "a0")
+    cut = max_seq(s, tok)
+    s.set_faults({"handover_reorder": 1, "scope": "lis_a/events"})
+    other, _ = resume(s, tok, "events", cut)  # root's events: out of scope, the count is not spent
+    mine_chat, _ = resume(s, ta, "chat", cut)  # lis_a's chat: out of scope
+    assert stats_of(s, tok)["standin_handover_reorder_left"] == "1"
+    mine, _ = resume(s, ta, "events", cut)
+    assert stats_of(s, tok)["standin_handover_reorder_left"] == "0"
+    insert_many(s, tok, ["k1", "k2"])
+    assert [k for _, k, _ in recv_timed(mine, 2)] == ["k2", "k1"]
+    assert [m["rows"][0]["id"] for m in other.drain()] == ["k1", "k2"]
+    assert [m["rows"][0]["id"] for m in mine_chat.drain()] == ["k1", "k2"]
+    s.set_faults({"handover_reorder": 1})
+    lone, _ = resume(s, tok, "lone", max_seq(s, tok))
+    t0 = time.monotonic()
+    write(s, tok, "only")  # no second change follows: it leaves alone after the flush time, unswapped
+    m = lone.recv(timeout=3)
+    assert m["rows"][0]["id"] == "only" and 0.15 <= time.monotonic() - t0 < 2.0
+    assert stats_of(s, tok)["standin_handover_reordered"] == "1"
+    write(s, tok, "next")
+    assert [m["rows"][0]["id"] for m in lone.drain()] == ["next"]
+
+
+def test_handover_reorder_parses_on_both_paths(standin_factory):
+    s = standin_factory(faults={"handover_reorder": "2", "handover_gap_ms": "7.5"})
+    assert s.get_faults() == {"handover_reorder": 2, "handover_gap_ms": 7.5}
+    tok = login(s.url, "root", TEST_ROOT_PASSWORD)
+    assert stats_of(s, tok)["standin_handover_reorder_left"] == "2"
+    for bad in ({"handover_reorder": -1}, {"handover_reorder": "x"}, {"handover_gap_ms": -1}):
+        assert requests.put(s.url + "/_standin/faults", json=bad).status_code == 400, bad
