@@ -557,7 +557,6 @@ def main(argv=None):
     try:
         settings = load_settings(args.config)
     except (OSError, ValueError) as ex:
-        logging.basicConfig(level=level, stream=sys.stderr)
         print(f"standin: bad config: {ex}", file=sys.stderr)
         return 2
     if args.logs_dir:

@@ -16,9 +16,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = 5000
 PER_INSERT = 100  # below the capacity: one statement's changes fit a fast reader's channel at once
 PAUSE_S = 2.0
-# 5,000 changes of ~2 KB: more than the kernel buffers of the slow socket take (the sender's autotunes
-# to ~4 MB on loopback, tcp_wmem), so the channel fills while it does not read
-PAYLOAD = 2000
+
+
+def _payload() -> int:
+    """Bytes per row so that the changes are well over what the kernel buffers of the slow socket take
+    (the sender's buffer autotunes up to tcp_wmem's maximum, 4 MB here), so the channel must fill."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+            wmax = int(f.read().split()[2])
+    except (OSError, ValueError, IndexError):
+        wmax = 4 << 20
+    return max(2000, wmax * 5 // 2 // ROWS)
+
+
+PAYLOAD = _payload()
 SMALL_RCVBUF = ((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),)
 DROP_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z  WARN \S+ kalamdb_live::notification: "
                        r"Notification channel full for subscription_id=(\S+), dropping notification$")

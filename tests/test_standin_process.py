@@ -110,3 +110,15 @@ def test_ctrl_c_to_the_owners_group_leaves_the_stand_in_to_its_owner():
         if h.poll() is None:
             os.killpg(h.pid, signal.SIGKILL)
             h.wait(5)
+
+
+def test_bad_config_fails_at_once_with_its_own_message(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[server]\nhost = "127.0.0.1"\nport = 8080\n[storage]\n[limits]\n[logging]\n[performance]\n'
+                   '[websocket]\nnotification_channel_capacity = 0\n')
+    p = StandinProcess(config=str(cfg))
+    with pytest.raises(StandinError) as ei:
+        p.start()
+    assert ei.value.returncode == 2
+    assert "bad config: config key notification_channel_capacity must be an integer >= 1" in str(ei.value)
+    assert not os.path.exists(p.data_dir)
