@@ -78,8 +78,8 @@ HELPER = textwrap.dedent("""
     import time, urllib.request
     from standin.testing import StandinProcess
     with StandinProcess(config=None) as s:
-        print("pid", s.pid, flush=True)
         try:
+            print("pid", s.pid, flush=True)  # inside the try: the SIGINT may come right after it
             time.sleep(30)
         except KeyboardInterrupt:
             # SIGINT went to this process group: the stand-in is not in it and still answers
