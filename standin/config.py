@@ -25,6 +25,9 @@ class Settings:
     client_timeout_secs: float = 10
     auth_timeout_secs: float = 3
     heartbeat_interval_secs: float = 5
+    # a stand-in key: KalamDB's per-connection notification channel is a constant, 128
+    # (kdb-live NOTIFICATION_CHANNEL_CAPACITY, protocol §5.8); KalamDB ignores the key
+    notification_channel_capacity: int = 128
     # auth
     jwt_secret: str = field(default=DEFAULT_JWT_SECRET, repr=False)
     jwt_expiry_hours: float = 24
@@ -34,6 +37,9 @@ class Settings:
     max_connections: int = 25000
     # security
     max_ws_message_size: int = 1024 * 1024
+    # logging: the server log goes to <logs_path>/server.log only when this is set (KALAMDB_LOGS_DIR,
+    # [logging] logs_path or --logs-dir); KalamDB's default "./logs" is not assumed
+    logs_path: str | None = None
     # raw config (for system.settings); secrets removed
     raw: dict = field(default_factory=dict, repr=False)
 
@@ -45,7 +51,8 @@ class Settings:
             ("rate_limit", "max_subscriptions_per_user"), ("rate_limit", "max_auth_requests_per_ip_per_sec"),
             ("limits", "max_query_limit"), ("limits", "default_query_limit"),
             ("websocket", "client_timeout_secs"), ("websocket", "auth_timeout_secs"),
-            ("websocket", "heartbeat_interval_secs"), ("auth", "jwt_expiry_hours"),
+            ("websocket", "heartbeat_interval_secs"), ("websocket", "notification_channel_capacity"),
+            ("auth", "jwt_expiry_hours"),
             ("auth", "allow_remote_setup"), ("performance", "max_connections"),
             ("security", "max_ws_message_size"),
         ):
@@ -84,6 +91,14 @@ def load_settings(path: str | None, env: dict | None = None) -> Settings:
     for key in ("client_timeout_secs", "auth_timeout_secs", "heartbeat_interval_secs"):
         if key in ws:
             setattr(s, key, _num(ws[key], key))
+    if "notification_channel_capacity" in ws:
+        cap = ws["notification_channel_capacity"]
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise ValueError("config key notification_channel_capacity must be an integer >= 1")
+        s.notification_channel_capacity = cap
+    lg = data.get("logging", {})
+    if lg.get("logs_path"):
+        s.logs_path = str(lg["logs_path"])
     auth = data.get("auth", data.get("authentication", {}))
     if "jwt_secret" in auth:
         s.jwt_secret = str(auth["jwt_secret"])
@@ -110,6 +125,8 @@ def load_settings(path: str | None, env: dict | None = None) -> Settings:
         s.jwt_secret = env["KALAMDB_JWT_SECRET"]
     if env.get("KALAMDB_ROOT_PASSWORD"):
         s.root_password = env["KALAMDB_ROOT_PASSWORD"]
+    if env.get("KALAMDB_LOGS_DIR"):
+        s.logs_path = env["KALAMDB_LOGS_DIR"]
     envnum("KALAMDB_JWT_EXPIRY_HOURS", "jwt_expiry_hours")
     envnum("KALAMDB_WEBSOCKET_CLIENT_TIMEOUT_SECS", "client_timeout_secs")
     envnum("KALAMDB_WEBSOCKET_AUTH_TIMEOUT_SECS", "auth_timeout_secs")

@@ -18,9 +18,12 @@ from .storage import seq_time_ms
 from .types import encode
 
 log = logging.getLogger("standin.live")
+# KalamDB's own target for the full-channel warning (kdb-live notification.rs:try_deliver), so that a log
+# check written against KalamDB's server.log reads the stand-in's the same way
+notif_log = logging.getLogger("kalamdb_live::notification")
 
 CHANGE, CTRL, CLOSE = 0, 1, 2
-QUEUE_CAP = 128
+QUEUE_CAP = 128  # KalamDB's NOTIFICATION_CHANNEL_CAPACITY; the default of [websocket] notification_channel_capacity
 MAX_BUFFERED = 1024
 MAX_SUBS_PER_CONN = 100
 DEFAULT_BATCH = 1000
@@ -318,7 +321,7 @@ class Conn:
                     m.sent_changes += 1
                     self.sent_changes += 1
                     de = m.faults.disconnect_every
-                    if de and self.sent_changes % de == 0:
+                    if de and self.sent_changes % de == 0 and m.faults.conn_in_scope(self.user_id, self.subs):
                         self.closing = True
                         await ws.close(code=1011, message=b"standin fault: disconnect_every")
                         return
@@ -334,7 +337,7 @@ class Sub:
     __slots__ = ("conn", "id", "id_esc", "user_id", "table", "sql", "options", "options_json", "proj", "proj_key",
                  "filter", "created_at", "last_update", "changes", "loading", "boundary", "buffer", "from_",
                  "batch_size", "batch_num", "reorder_buf", "reorder_timer", "delay_q", "delay_timer", "live_id",
-                 "active", "owner", "snap_where", "key", "killed")
+                 "active", "owner", "snap_where", "key", "killed", "hold", "hold_phase", "hold_timer")
 
     def __init__(self, conn, sid, table, sql, options, proj, flt, owner, snap_where):
         self.conn = conn
@@ -373,6 +376,10 @@ class Sub:
         self.snap_where = snap_where
         self.key = (table.ns, table.name, owner)
         self.killed = False
+        # fault handover_reorder: the first live changes after a resume (None: not armed)
+        self.hold = None
+        self.hold_phase = 0
+        self.hold_timer = None
 
     def live_row(self, skew: int, node_id: int = 1):
         t = self.table
@@ -391,11 +398,15 @@ class LiveManager:
         self.index: dict[tuple, dict] = {}
         self.user_counts: dict[str, int] = {}
         self.zombies: list[Sub] = []
+        # per-connection channel of change messages (KalamDB: bounded mpsc, try_send): beyond it a change
+        # is dropped, logged, and not counted in system.live.changes
+        self.cap = getattr(settings, "notification_channel_capacity", QUEUE_CAP)
         self.queue_drops = 0
         self.fault_drops = 0
         self.fault_duplicates = 0
         self.fault_corrupted = 0
         self.fault_cross_user = 0
+        self.handover_swaps = 0
         self.sent_changes = 0
         # fault delay_ms: how late each held change left its due time (us; the newest 10,000 since faults
         # were last set), so that a latency benchmark can tell the stand-in's timer error from the client's
@@ -442,6 +453,10 @@ class LiveManager:
         if sub.delay_timer is not None:
             sub.delay_timer.cancel()
             sub.delay_timer = None
+        if sub.hold_timer is not None:
+            sub.hold_timer.cancel()
+            sub.hold_timer = None
+        sub.hold = None
         if self.faults.zombies:
             self.zombies.append(sub)
 
@@ -466,10 +481,15 @@ class LiveManager:
                 self._unindex(sub)
 
     def live_rows(self):
-        skew = self.faults.counter_skew
-        rows = [s.live_row(skew) for c in self.conns.values() for s in c.subs.values()]
-        if self.faults.zombies:
-            rows.extend(s.live_row(skew) for s in self.zombies)
+        f = self.faults
+        skew = f.counter_skew
+
+        def row(s):
+            return s.live_row(skew if skew and f.in_scope(s.user_id, s.id) else 0)
+
+        rows = [row(s) for c in self.conns.values() for s in c.subs.values()]
+        if f.zombies:
+            rows.extend(row(s) for s in self.zombies)
         else:
             self.zombies.clear()
         return rows
@@ -520,8 +540,18 @@ class LiveManager:
         conn = sub.conn
         if conn.closing or not sub.active:
             return
-        if conn.change_count >= QUEUE_CAP:
+        if sub.hold is not None:
+            self._handover(sub, msg)
+            return
+        self._put(sub, msg)
+
+    def _put(self, sub: Sub, msg: bytes):
+        conn = sub.conn
+        if conn.closing or not sub.active:
+            return
+        if conn.change_count >= self.cap:
             self.queue_drops += 1
+            notif_log.warning("Notification channel full for subscription_id=%s, dropping notification", sub.id)
             return
         conn.out.append((CHANGE, msg))
         conn.change_count += 1
@@ -529,25 +559,63 @@ class LiveManager:
         sub.last_update = time.time()
         conn.wake.set()
 
+    # ----------------------------------------------------------- fault handover_reorder
+    def arm_handover(self, sub: Sub):
+        """A resumed subscription (`from` given): its first two live changes will leave swapped."""
+        sub.hold = []
+        sub.hold_phase = 0
+
+    def _handover(self, sub: Sub, msg: bytes):
+        """KalamDB's snapshot-to-live race (protocol §5.4): a newer change is enqueued ahead of an older
+        one. The first change is held; the second goes out, the first handover_gap_ms after it, and any
+        later ones behind the first (so exactly one pair is out of order). A first change with no second
+        within REORDER_FLUSH_S leaves alone, unswapped."""
+        if sub.hold_phase == 0:
+            sub.hold.append(msg)
+            sub.hold_phase = 1
+            sub.hold_timer = self.loop.call_later(REORDER_FLUSH_S, self._release_hold, sub)
+        elif sub.hold_phase == 1:
+            sub.hold_timer.cancel()
+            sub.hold_timer = None
+            self._put(sub, msg)
+            self.handover_swaps += 1
+            sub.hold_phase = 2
+            gap = self.faults.handover_gap_ms
+            if gap > 0:
+                sub.hold_timer = self.loop.call_later(gap / 1000.0, self._release_hold, sub)
+            else:
+                self._release_hold(sub)
+        else:
+            sub.hold.append(msg)
+
+    def _release_hold(self, sub: Sub):
+        sub.hold_timer = None
+        held, sub.hold = sub.hold or [], None
+        for msg in held:
+            self._put(sub, msg)
+
     def deliver_faulty(self, sub: Sub, ch: Change):
         f = self.faults
-        if f.stall_sub is not None and sub.id == f.stall_sub:
-            if sub.conn.change_count < QUEUE_CAP:
+        if f.stall_sub is not None and sub.id == f.stall_sub and f.in_scope(sub.user_id, sub.id):
+            if sub.conn.change_count < self.cap:
                 sub.changes += 1  # counted as enqueued, never delivered
                 sub.last_update = time.time()
             return
         tgt = f.targets(sub.user_id, sub.id)
         typed = f.type_ok(ch.kind)
+        hit = tgt and typed
         rng = f.rng
-        if f.drop and tgt and typed and rng.random() < f.drop:
+        # an exact count is spent before the probability is drawn (so a seeded run draws the same
+        # numbers with or without counts once they are spent)
+        if hit and (f.take("drop_count") or (f.drop and rng.random() < f.drop)):
             self.fault_drops += 1
             return
-        if f.corrupt and tgt and typed and rng.random() < f.corrupt:
+        if hit and (f.take("corrupt_count") or (f.corrupt and rng.random() < f.corrupt)):
             msg = ch.corrupted_message(sub, rng)
             self.fault_corrupted += 1
         else:
             msg = ch.message(sub)
-        copies = 2 if (f.duplicate and tgt and typed and rng.random() < f.duplicate) else 1
+        copies = 2 if hit and (f.take("duplicate_count") or (f.duplicate and rng.random() < f.duplicate)) else 1
         self.fault_duplicates += copies - 1
         commit_mono = None
         for _ in range(copies):
@@ -587,7 +655,8 @@ class LiveManager:
     def _stage2(self, sub: Sub, msg: bytes):
         if not sub.active:
             return
-        n = self.faults.reorder
+        f = self.faults
+        n = f.reorder if f.scope is None or f.in_scope(sub.user_id, sub.id) else 0
         if n > 1 or sub.reorder_buf:
             sub.reorder_buf.append(msg)
             if len(sub.reorder_buf) >= max(n, 1):

@@ -168,10 +168,14 @@ class State:
             "standin_notifications_duplicated_fault": live.fault_duplicates,
             "standin_notifications_corrupted_fault": live.fault_corrupted,
             "standin_notifications_cross_user_fault": live.fault_cross_user,
+            **{f"standin_{k}_left": n for k, n in self.faults.left.items()},  # exact counts not yet spent
+            "standin_handover_reordered": live.handover_swaps,
             **_delay_late_figures(live.delay_late_us),
             "standin_leaked_bytes": self.faults.leaked_bytes,
             "standin_dml_statements": self.engine.dml_count,
         }
+        if self.faults.crash_due is not None:  # crash_at armed: seconds left
+            m["standin_crash_in_s"] = round(max(0.0, self.faults.crash_due - time.monotonic()), 3)
         m.update(self.store.storage_figures())
         return [(k, str(v)) for k, v in m.items()]
 
@@ -487,6 +491,7 @@ async def serve(args, settings, faults: Faults, db_path: str, cleanup_dir: str |
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    faults.start_clock()  # crash_at given at start-up counts from the moment it listens
     print(f"standin listening on http://{host}:{port}", flush=True)
     await stop.wait()
     st.shutting_down = True
@@ -503,6 +508,39 @@ async def serve(args, settings, faults: Faults, db_path: str, cleanup_dir: str |
         shutil.rmtree(cleanup_dir, ignore_errors=True)
 
 
+class KalamLogFormatter(logging.Formatter):
+    """KalamDB's server.log lines (tracing-subscriber's plain format, UTC):
+    ``2026-05-04T10:11:12.123456Z  WARN MainThread kalamdb_live::notification: message``."""
+
+    LEVELS = {"WARNING": "WARN", "CRITICAL": "ERROR"}
+
+    def format(self, record):
+        ts = _dt.datetime.fromtimestamp(record.created, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        level = self.LEVELS.get(record.levelname, record.levelname)
+        line = f"{ts} {level:>5} {record.threadName} {record.name.replace('.', '::')}: {record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def setup_logging(level: int, logs_dir: str | None) -> str | None:
+    """stderr as before; with a logs dir also <dir>/server.log (appended, as KalamDB). The one-line-per-
+    dropped-change warnings go to the file only when there is one: a flood of them on stderr could fill
+    an owner's pipe and stall the server."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not logs_dir:
+        return None
+    os.makedirs(logs_dir, exist_ok=True)
+    path = os.path.join(logs_dir, "server.log")
+    fh = logging.FileHandler(path, mode="a", encoding="utf-8")
+    fh.setFormatter(KalamLogFormatter())
+    logging.getLogger().addHandler(fh)
+    notif = logging.getLogger("kalamdb_live::notification")
+    notif.addHandler(fh)
+    notif.propagate = False
+    return path
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m standin", description="KalamDB-compatible stand-in server")
     ap.add_argument("--host", default=None, help="default: [server] host of --config, else 127.0.0.1")
@@ -512,13 +550,21 @@ def main(argv=None):
     ap.add_argument("--fault", action="append", default=[], metavar="KIND=VALUE")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--log-level", default=os.environ.get("STANDIN_LOG_LEVEL", "WARNING"))
+    ap.add_argument("--logs-dir", default=None,
+                    help="write DIR/server.log (default: KALAMDB_LOGS_DIR, else [logging] logs_path of --config)")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper(), logging.WARNING),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    level = getattr(logging, args.log_level.upper(), logging.WARNING)
     try:
         settings = load_settings(args.config)
     except (OSError, ValueError) as ex:
         print(f"standin: bad config: {ex}", file=sys.stderr)
+        return 2
+    if args.logs_dir:
+        settings.logs_path = args.logs_dir
+    try:
+        setup_logging(level, settings.logs_path)
+    except OSError as ex:
+        print(f"standin: cannot open the server log in {settings.logs_path!r}: {ex}", file=sys.stderr)
         return 2
     srv = settings.raw.get("server", {}) if args.config else {}
     if args.host is None:

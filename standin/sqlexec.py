@@ -17,6 +17,7 @@ import sqlglot
 from sqlglot import exp
 
 from .auth import ADMIN_ROLES, ROLE_WORDS, hash_password
+from .faults import CRASH_EXIT_CODE
 from .storage import Column, TableDef, qi, rfc3339
 from .types import CoerceError, coerce, encode, infer_dtype, map_sql_type
 
@@ -1459,7 +1460,7 @@ class Engine:
         if f.crash_after:
             f.writes_since_set += 1
             if f.writes_since_set >= f.crash_after:
-                os._exit(70)
+                os._exit(CRASH_EXIT_CODE)
         if not in_txn:
             self.flush_pending(ctx)
 

@@ -3,6 +3,7 @@
     from standin.testing import StandinProcess, TEST_ROOT_PASSWORD
     with StandinProcess(faults={"drop": 0.1}, config="config/loadtest-server.toml") as s:
         s.url, s.ws_url, s.pid, s.set_faults({...}), s.patch_faults({...}), s.get_faults(), s.restart()
+        s.log_path, s.log_text()   # the server log, <logs_dir>/server.log (default: <data_dir>/logs)
 """
 from __future__ import annotations
 
@@ -25,19 +26,28 @@ _LINE = re.compile(r"^standin listening on (http://(\S+):(\d+))\s*$")
 
 
 class StandinError(RuntimeError):
-    pass
+    """A stand-in that could not be started or answered wrongly. ``returncode`` and ``stderr`` are set
+    when the child exited before it listened (its own message is in ``stderr`` and in ``str()``)."""
+
+    def __init__(self, message: str, returncode: int | None = None, stderr: str = ""):
+        super().__init__(message)
+        self.returncode = returncode
+        self.stderr = stderr
 
 
 class StandinProcess:
     def __init__(self, faults: dict | None = None, config: str | None = None, data_dir: str | None = None,
                  env: dict | None = None, root_password: str | None = TEST_ROOT_PASSWORD, port: int = 0,
                  extra_args=(), host: str = "127.0.0.1", seed: int | None = None, startup_timeout: float = 20.0,
-                 jwt_secret: str | None = TEST_JWT_SECRET):
+                 jwt_secret: str | None = TEST_JWT_SECRET, logs_dir: str | None = None):
         self.faults = dict(faults or {})
         self.config = config
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="standin-data-")
         self.env = dict(env or {})
+        # the server log (KalamDB's KALAMDB_LOGS_DIR → <dir>/server.log): beside the data by default, so it
+        # goes with a temporary data dir; env={"KALAMDB_LOGS_DIR": ...} or logs_dir= put it elsewhere
+        self.logs_dir = self.env.get("KALAMDB_LOGS_DIR") or logs_dir or os.path.join(self.data_dir, "logs")
         self.root_password = root_password
         self.jwt_secret = jwt_secret
         self.port = port
@@ -49,6 +59,7 @@ class StandinProcess:
         self.url: str | None = None
         self._stderr_tail: deque = deque(maxlen=60)
         self._stderr_thread = None
+        self._started_once = False  # a failed first start removes the temp data dir; a failed restart keeps it
 
     # ------------------------------------------------------------------ properties
     @property
@@ -62,6 +73,19 @@ class StandinProcess:
     @property
     def returncode(self):
         return self.proc.poll() if self.proc else None
+
+    @property
+    def log_path(self) -> str:
+        """The server log the child writes (appended across restarts)."""
+        return os.path.join(self.logs_dir, "server.log")
+
+    def log_text(self) -> str:
+        """The server log so far ('' before the child created it)."""
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
 
     def stderr_tail(self) -> str:
         return "".join(self._stderr_tail)
@@ -91,6 +115,7 @@ class StandinProcess:
         if self.jwt_secret is not None:
             env.setdefault("KALAMDB_JWT_SECRET", self.jwt_secret)
         env.update({k: str(v) for k, v in self.env.items()})
+        env["KALAMDB_LOGS_DIR"] = self.logs_dir
         return env
 
     def start(self, port: int | None = None):
@@ -98,8 +123,10 @@ class StandinProcess:
             raise StandinError("already running")
         port = self.port if port is None else port
         self._stderr_tail.clear()
+        # its own session: a terminal's Ctrl-C (SIGINT to the foreground process group) reaches the owner
+        # only, which then stops the stand-in itself (after reading what it still needs from it)
         self.proc = subprocess.Popen(self._cmd(port), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=self._env(), text=True, bufsize=1)
+                                     env=self._env(), text=True, bufsize=1, start_new_session=True)
         t = threading.Thread(target=self._pump_stderr, args=(self.proc,), daemon=True)
         t.start()
         self._stderr_thread = t
@@ -110,18 +137,47 @@ class StandinProcess:
 
         rt = threading.Thread(target=read_line, daemon=True)
         rt.start()
-        rt.join(self.startup_timeout)
+        rt.join(self.startup_timeout)  # returns at once when the child exits: readline() sees EOF
         line = result.get("line")
         m = _LINE.match(line or "")
         if not m:
-            self._reap(signal.SIGKILL)
-            time.sleep(0.05)
-            raise StandinError(f"standin did not start within {self.startup_timeout}s "
-                               f"(first stdout line: {line!r}); stderr tail:\n{self.stderr_tail()}")
+            self._fail_start(line)
         self.url = m.group(1)
         self.port = int(m.group(3))
+        self._started_once = True
         threading.Thread(target=self._drain_stdout, args=(self.proc,), daemon=True).start()
         return self
+
+    def _fail_start(self, line):
+        """Raise the child's own error when it exited before listening, else the timeout; a first start
+        that fails leaves no temporary data dir behind."""
+        p = self.proc
+        rc = None
+        if line is not None:  # stdout ended (or a wrong line): the child exits or has exited
+            try:
+                rc = p.wait(5)
+            except subprocess.TimeoutExpired:
+                rc = None
+        if rc is None:
+            self._reap(signal.SIGKILL)
+        if self._stderr_thread is not None:
+            self._stderr_thread.join(2.0)  # the whole stderr, up to EOF (bounded: the child is gone)
+        tail = self.stderr_tail()
+        try:
+            if not self._started_once and self._own_dir:
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+        finally:
+            for f in (p.stdout, p.stderr):
+                try:
+                    f.close()
+                except Exception:
+                    pass
+        if rc is not None:
+            last = tail.strip().splitlines()[-1] if tail.strip() else "(no stderr)"
+            raise StandinError(f"standin exited with code {rc} before it listened: {last}\n"
+                               f"stderr tail:\n{tail}", returncode=rc, stderr=tail)
+        raise StandinError(f"standin did not start within {self.startup_timeout}s "
+                           f"(first stdout line: {line!r}); stderr tail:\n{tail}", stderr=tail)
 
     def _pump_stderr(self, p):
         try:
@@ -164,16 +220,23 @@ class StandinProcess:
     def wait(self, timeout: float | None = None):
         return self.proc.wait(timeout)
 
-    def restart(self, kill: bool = False):
-        """Stop (or kill) and start again on the same port with the same data dir."""
+    def restart(self, kill: bool = False, faults: dict | None = None):
+        """Stop (or kill) and start again on the same port with the same data dir.
+
+        ``faults`` replaces the start-up faults for this start and later ones (e.g. ``{}`` after a
+        ``crash_at`` given at start-up, which would otherwise fire again); None keeps them."""
         if self.proc is not None and self.proc.poll() is None:
             self.kill() if kill else self.stop()
+        if faults is not None:
+            self.faults = dict(faults)
         deadline = time.time() + 10
         while True:
             try:
                 return self.start(self.port)
-            except StandinError:
-                if time.time() > deadline:
+            except StandinError as ex:
+                # the port may still be held for a moment (exit code 1, "cannot start"); a bad option
+                # or config (exit code 2) will not get better by retrying
+                if ex.returncode == 2 or time.time() > deadline:
                     raise
                 time.sleep(0.2)
 
@@ -256,14 +319,17 @@ class WsClient:
     """Tiny websocket-client wrapper for tests: JSON frames, gzip binary frames decoded, close info."""
 
     def __init__(self, ws_url: str, token: str | None = None, compress: bool = True, timeout: float = 5.0,
-                 headers: list | None = None):
+                 headers: list | None = None, sockopt=()):
+        """``sockopt``: (level, option, value) tuples set before connect, e.g. a small SO_RCVBUF for a
+        slow reader whose socket fills."""
         import websocket
 
         url = ws_url + ("" if compress else "?compress=false")
         hdrs = list(headers or [])
         if token:
             hdrs.append(f"Authorization: Bearer {token}")
-        self.ws = websocket.create_connection(url, header=hdrs, timeout=timeout, skip_utf8_validation=True)
+        self.ws = websocket.create_connection(url, header=hdrs, timeout=timeout, skip_utf8_validation=True,
+                                              sockopt=tuple(sockopt))
         self.timeout = timeout
         self.close_code = None
         self.close_reason = None

@@ -354,6 +354,10 @@ class WsHandler:
         sub.buffer = deque(maxlen=MAX_BUFFERED)
         sub.batch_size = options["_bs"]
         sub.from_ = options.get("from")
+        f = st.faults
+        if sub.from_ is not None and f.left["handover_reorder"] and f.in_scope(conn.user_id, sid) \
+                and f.take("handover_reorder"):
+            live.arm_handover(sub)
         live._index(sub)
         try:
             params = {"__owner": owner, "__from": sub.from_ if sub.from_ is not None else -(1 << 63)}
