@@ -10,8 +10,16 @@ Shaped like :class:`standin.testing.StandinProcess`. Every start gets a free loo
 password and a random JWT secret. The secrets go to the server **through the environment
 only**: never on its command line, never in ``repr``, log lines or exception messages (the log
 tails quoted in errors are redacted). The child runs in its own session, so a Ctrl-C in the
-terminal reaches the harness, not the server; the harness stops it (SIGTERM, then SIGKILL after
+terminal reaches the harness, not the server; the harness stops it (a signal, then SIGKILL after
 a grace). A server left running when its object is collected or the interpreter exits is killed.
+
+Which signal stops it (seen on 0.4.3-rc.4): **SIGINT** runs KalamDB's own graceful shutdown (the
+Ctrl-C path of ``lifecycle.rs``: WebSocket shutdown, running jobs awaited, Raft groups shut down,
+"Server shutdown complete") in about 0.3 s, open connections or not. **SIGTERM** goes to actix's
+handler instead: it waits for every open connection, an idle keep-alive HTTP one included, up to
+actix's 30 s shutdown timeout, then exits without that sequence. So :meth:`stop` sends SIGINT by
+default (``stop_signal=signal.SIGTERM`` to choose the other). Neither sends live sockets the
+close 1001 of the contract (protocol §5.7): they see the TCP connection end (1006).
 """
 from __future__ import annotations
 
@@ -97,6 +105,8 @@ class KalamdbProcess:
     :param env: extra environment for the server (e.g. ``KALAMDB_WEBSOCKET_CLIENT_TIMEOUT_SECS``).
     :param data_dir: use this data dir (kept by :meth:`close`) instead of a fresh temporary one.
     :param keep_log: keep the logs dir (and :attr:`log_path`) when closing.
+    :param stop_signal: what :meth:`stop` sends first (SIGINT: see the module's notes).
+    :param stop_timeout: seconds :meth:`stop` waits before SIGKILL.
     """
 
     kind = "kalamdb"
@@ -105,7 +115,8 @@ class KalamdbProcess:
                  root_password=GENERATE, jwt_secret=GENERATE, env: dict | None = None,
                  host: str = "127.0.0.1", port: int = 0, data_dir: str | None = None,
                  keep_log: bool = False, log_level: str | None = None,
-                 startup_timeout: float = 30.0, stop_timeout: float = 10.0):
+                 startup_timeout: float = 30.0, stop_timeout: float = 10.0,
+                 stop_signal: int = signal.SIGINT):
         if host not in _LOOPBACK:
             raise ValueError(f"KalamdbProcess binds loopback only (127.0.0.1, ::1, localhost), not {host!r}")
         binary = binary if binary is not None else find_kalamdb_bin()
@@ -127,6 +138,7 @@ class KalamdbProcess:
         self.log_level = log_level
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
+        self.stop_signal = stop_signal
         self.base_dir = tempfile.mkdtemp(prefix="kalamdb-")
         self._own_data = data_dir is None
         self.data_dir = os.path.abspath(data_dir) if data_dir else os.path.join(self.base_dir, "data")
@@ -270,17 +282,46 @@ class KalamdbProcess:
                 raise KalamdbError(f"kalamdb-server exited with code {rc} during startup "
                                    f"(config {self.config}); log tail:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(health, timeout=1.0) as r:
-                    if r.status == 200:
+                with urllib.request.urlopen(health, timeout=max(0.1, min(1.0, deadline - time.monotonic()))) as r:
+                    # 200 from the port is ours only if our child holds its listening socket (not
+                    # another server that took the port first, which makes ours exit)
+                    if r.status == 200 and self._listens():
                         self.starts += 1
                         return self
             except (urllib.error.URLError, OSError, ValueError):
                 pass
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline and self.proc.poll() is None:
                 self._reap(signal.SIGKILL)
                 raise KalamdbError(f"kalamdb-server did not become healthy at {health} within {timeout:.0f}s; "
                                    f"log tail:\n{self.log_tail()}")
             time.sleep(0.05)
+
+    def _listens(self) -> bool:
+        """Does our child hold the socket listening on :attr:`port`? (Linux /proc; True elsewhere.)"""
+        if not os.path.isdir(f"/proc/{self.proc.pid}/fd"):
+            return True
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                with open(table) as f:
+                    next(f)
+                    for line in f:
+                        cols = line.split()
+                        if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == self.port:  # 0A = LISTEN
+                            inodes.add(cols[9])
+            except (OSError, StopIteration, IndexError, ValueError):
+                continue
+        try:
+            for fd in os.listdir(f"/proc/{self.proc.pid}/fd"):
+                try:
+                    link = os.readlink(f"/proc/{self.proc.pid}/fd/{fd}")
+                except OSError:
+                    continue
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    return True
+        except OSError:
+            return self.proc.poll() is None
+        return False
 
     def _console_since(self, offset: int) -> str:
         try:
@@ -308,8 +349,9 @@ class KalamdbProcess:
         return p.returncode
 
     def stop(self, timeout: float | None = None):
-        """SIGTERM, then SIGKILL if it has not exited after ``timeout`` (default ``stop_timeout``)."""
-        return self._reap(signal.SIGTERM, timeout)
+        """``stop_signal`` (SIGINT: KalamDB's graceful shutdown), then SIGKILL if it has not exited
+        after ``timeout`` (default ``stop_timeout``). Returns the exit code (0 after a clean stop)."""
+        return self._reap(self.stop_signal, timeout)
 
     def kill(self):
         """SIGKILL (no clean shutdown)."""
