@@ -149,7 +149,8 @@ class KalamdbProcess:
         self._closed = False
         self.starts = 0
         self._root_token: str | None = None
-        self._finalizer = weakref.finalize(self, _finalize, self._proc_box, [self.base_dir])
+        doomed = ([self.data_dir] if self._own_data else []) if keep_log else [self.base_dir]
+        self._finalizer = weakref.finalize(self, _finalize, self._proc_box, doomed)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -191,9 +192,18 @@ class KalamdbProcess:
     __str__ = __repr__
 
     # ------------------------------------------------------------------ secrets
+    def _secrets(self):
+        yield self.root_password
+        yield self._jwt_secret
+        for k, v in self.env.items():  # a secret the caller passed in ``env`` is one too
+            if "SECRET" in k.upper() or "PASSWORD" in k.upper() or "TOKEN" in k.upper():
+                yield v
+        yield self._root_token
+
     def redact(self, text: str) -> str:
-        for s in (self.root_password, self._jwt_secret):
-            if s:
+        """``text`` with every secret this server knows replaced by ``***``."""
+        for s in self._secrets():
+            if s and len(s) >= 3:
                 text = text.replace(s, _REDACTED)
         return text
 
@@ -448,7 +458,10 @@ class KalamdbProcess:
         return {row[i]: row[j] for row in res.get("rows", [])}
 
     def version(self, token: str | None = None) -> str:
-        """The running server's version: ``system.stats`` metric ``server_version`` (e.g. ``0.4.3-rc.4``)."""
+        """The running server's version: ``system.stats`` metric ``server_version`` (e.g. ``0.4.3-rc.4``),
+        read as root (or with ``token``); a server without a root password answers from ``/health``."""
+        if token is None and self.root_password is None:
+            return self.health()["version"]
         stats = self.stats(token)
         if "server_version" not in stats:
             raise KalamdbError("system.stats has no server_version metric")
