@@ -1,8 +1,15 @@
-"""Conformance: kalamclient against the stand-in server (a real process on 127.0.0.1).
+"""Conformance: kalamclient against both servers, the stand-in and the real KalamDB binary (real
+processes on 127.0.0.1). Every test runs twice, ``[standin]`` and ``[kalamdb]``; the latter skips
+with "real KalamDB not found at ...; set KALAMDB_BIN" where the binary is missing.
 
-Fixtures from tests/conftest.py: ``standin`` (session-scoped server, root password
-TEST_ROOT_PASSWORD, raised limits) and ``standin_factory(**kwargs)`` (fresh servers).
-Each test uses its own namespace / users so that tests sharing the session server never collide."""
+Fixtures from tests/conftest.py: ``server`` (the session server of each kind, config
+config/loadtest-server.toml, root password ``server.root_password``) and
+``server_factory(**kwargs)`` (fresh servers of the same kind). Each test uses its own namespace and
+users so that tests sharing a session server never collide.
+
+The assertions are the wire contract's (/work/shared/kalamdb-protocol.md, section cited where it
+matters). Where the real server breaks the contract, its test is an ``xfail`` on ``[kalamdb]`` with
+the reason; a test of a stand-in-only feature skips on ``[kalamdb]``."""
 
 from __future__ import annotations
 
@@ -19,9 +26,6 @@ from kalamclient.events import (AuthSuccess, Change, Closed, InitialDataBatch, M
                                 SubscriptionAck)
 from kalamclient.ws import OP_BINARY, OP_TEXT
 
-standin_testing = pytest.importorskip("standin.testing")
-TEST_ROOT_PASSWORD = standin_testing.TEST_ROOT_PASSWORD
-
 pytestmark = pytest.mark.timeout(60)
 
 USER_PASSWORD = "UserPass123!x"
@@ -37,8 +41,20 @@ def uid(prefix: str) -> str:
 
 def root(server) -> KalamHttp:
     http = KalamHttp(server.url, timeout=10)
-    http.login("root", TEST_ROOT_PASSWORD)
+    http.login("root", server.root_password)
     return http
+
+
+def server_kind(server) -> str:
+    return getattr(server, "kind", "standin")  # StandinProcess has no kind
+
+
+def known_kalamdb_deviation(server, got, expected, reason: str) -> None:
+    """Where the real server is known to break the contract: on ``[kalamdb]``, xfail with ``reason``
+    and what was seen if ``got != expected``. The caller then asserts ``got == expected``, so the
+    stand-in (and a fixed KalamDB) must still pass it."""
+    if server_kind(server) == "kalamdb" and got != expected:
+        pytest.xfail(f"KalamDB breaks the contract: {reason}; expected {expected!r}, got {got!r}")
 
 
 def make_user(admin: KalamHttp, server, role: str = "user") -> tuple[str, KalamHttp]:
@@ -99,8 +115,8 @@ def quiet(conn: LiveConnection, seconds: float) -> list:
 
 
 @pytest.fixture(scope="module")
-def admin(standin):
-    http = root(standin)
+def admin(server):
+    http = root(server)
     yield http
     http.close()
 
@@ -109,24 +125,29 @@ def admin(standin):
 # HTTP
 # ---------------------------------------------------------------------------------------------------
 
-def test_status_login_refresh(standin, admin):
+def test_status_login_refresh(server, admin):
     st = admin.status()
     assert st["needs_setup"] is False
+    assert admin.health()["status"] == "healthy"
     tokens = admin.tokens
     assert tokens.role == "system" and tokens.user == "root"
     assert tokens.access_token not in repr(tokens) and tokens.access_token not in repr(admin)
     old = admin.access_token
     new = admin.refresh()
     assert new.access_token and admin.access_token == new.access_token
-    assert admin.query("SELECT 1 AS one").scalar() is not None
+    assert new.refresh_token and new.user == "root" and new.role == "system"
+    assert admin.query("SELECT 1 AS one").rows == [["1"]]  # an Int64 literal: a string (§3.2)
     assert old  # the old one stays valid until it expires; not asserted either way
 
 
-def test_first_run_setup(standin_factory):
-    server = standin_factory(root_password=None)
-    http = KalamHttp(server.url, timeout=10)
-    if not http.status()["needs_setup"]:
-        pytest.skip("stand-in started with a root password despite root_password=None")
+def test_first_run_setup(server_factory):
+    fresh = server_factory(root_password=None)
+    assert fresh.root_password is None
+    http = KalamHttp(fresh.url, timeout=10)
+    assert http.status()["needs_setup"] is True
+    with pytest.raises(AuthFailed) as info:  # §1.3: an empty root hash cannot log in, even from loopback
+        KalamHttp(fresh.url, timeout=10).login("root", "")
+    assert (info.value.status, info.value.code) == (428, "setup_required")
     answer = http.setup("admin", "AdminPass123!", "RootPass123!")
     assert answer["user"]["id"] == "admin" and answer["user"]["role"] == "dba"
     assert http.status()["needs_setup"] is False
@@ -136,11 +157,11 @@ def test_first_run_setup(standin_factory):
     assert "AdminPass123!" not in str(info.value)
     tokens = http.login("admin", "AdminPass123!")
     assert tokens.role == "dba"
-    root_http = KalamHttp(server.url, timeout=10)
+    root_http = KalamHttp(fresh.url, timeout=10)
     assert root_http.login("root", "RootPass123!").role == "system"
 
 
-def test_sql_params_positional_rows_and_bigint_strings(standin, admin):
+def test_sql_params_positional_rows_and_bigint_strings(server, admin):
     table = shared_table(admin)
     big = 9007199254740993  # > 2**53: must survive as a string
     insert(admin, table, "a", big, payload="x")
@@ -161,58 +182,64 @@ def test_sql_params_positional_rows_and_bigint_strings(standin, admin):
     assert admin.query(f"SELECT COUNT(*) AS c FROM {name}", namespace=ns).scalar_int() == 2
 
 
-def test_sql_errors_are_typed(standin, admin):
+def test_sql_errors_are_typed(server, admin):
     table = shared_table(admin)
     with pytest.raises(SqlError) as info:
         admin.sql(f"SELEKT * FROM {table}")
-    assert info.value.status == 400 and info.value.code
+    assert (info.value.status, info.value.code) == (400, "INVALID_SQL")
     insert(admin, table, "dup", 1)
     with pytest.raises(SqlError) as info:
         insert(admin, table, "dup", 2)
-    assert info.value.code == "SQL_EXECUTION_ERROR"
-    _, user_http = make_user(admin, standin, role="user")
-    with pytest.raises(SqlError) as info:  # role user cannot write a shared table, even PUBLIC
+    assert (info.value.status, info.value.code) == (400, "SQL_EXECUTION_ERROR")
+    # §4.3 / §3.2: a PK violation keeps its text (a "safe" validation error)
+    assert "Primary key violation: value 'dup' already exists in column 'id'" in info.value.message
+    _, user_http = make_user(admin, server, role="user")
+    with pytest.raises(SqlError) as info:  # §2.4: role user cannot write a shared table, even PUBLIC
         insert(user_http, table, "x", 1)
-    assert info.value.code == "PERMISSION_DENIED" or info.value.status in (400, 403)
-    anon = KalamHttp(standin.url, timeout=5)
+    assert (info.value.status, info.value.code) == (403, "PERMISSION_DENIED")
+    assert admin.query(f"SELECT COUNT(*) AS c FROM {table} WHERE id = 'x'").scalar_int() == 0
+    anon = KalamHttp(server.url, timeout=5)
     with pytest.raises(AuthFailed) as info:
         anon.sql("SELECT 1")
     assert info.value.status == 401 and info.value.code == "MISSING_AUTHORIZATION"
-    bad = KalamHttp(standin.url, timeout=5, token="not-a-jwt-token")
-    with pytest.raises(AuthFailed):
+    bad = KalamHttp(server.url, timeout=5, token="not-a-jwt-token")
+    with pytest.raises(AuthFailed) as info:
         bad.sql("SELECT 1")
+    assert (info.value.status, info.value.code) == (401, "INVALID_CREDENTIALS")
 
 
-def test_refused_login_is_auth_failed(standin, admin):
-    name, _ = make_user(admin, standin)
-    http = KalamHttp(standin.url, timeout=5)
+def test_refused_login_is_auth_failed(server, admin):
+    name, _ = make_user(admin, server)
+    http = KalamHttp(server.url, timeout=5)
     with pytest.raises(AuthFailed) as info:
         http.login(name, "WrongPassword999")
     err = info.value
-    assert err.status == 401 and not isinstance(err, RateLimited)
+    assert (err.status, err.code) == (401, "unauthorized") and not isinstance(err, RateLimited)
     assert "WrongPassword999" not in str(err) and "WrongPassword999" not in repr(err)
-    with pytest.raises(AuthFailed):
+    with pytest.raises(AuthFailed) as info:  # an unknown user is told the same (§2.1)
         http.login(uid("nobody"), "WrongPassword999")
+    assert (info.value.status, info.value.code) == (401, "unauthorized")
 
 
-def test_auth_rate_limit_is_rate_limited(standin_factory):
-    server = standin_factory(env={"KALAMDB_RATE_LIMIT_AUTH_REQUESTS_PER_IP_PER_SEC": "2"})
-    http = KalamHttp(server.url, timeout=5)
-    token = http.login("root", TEST_ROOT_PASSWORD).access_token
+def test_auth_rate_limit_is_rate_limited(server_factory):
+    fresh = server_factory(env={"KALAMDB_RATE_LIMIT_AUTH_REQUESTS_PER_IP_PER_SEC": "2"})
+    http = KalamHttp(fresh.url, timeout=5)
+    token = http.login("root", fresh.root_password).access_token
     seen = None
     for _ in range(30):
         try:
-            http.login("root", TEST_ROOT_PASSWORD)
+            http.login("root", fresh.root_password)
         except RateLimited as exc:
             seen = exc
             break
     assert seen is not None, "no 429 after 30 logins at a 2/s auth limit"
     assert seen.status == 429 and seen.code == "rate_limited"
     assert not isinstance(seen, AuthFailed)
-    assert TEST_ROOT_PASSWORD not in str(seen)
+    password_shown = fresh.root_password in str(seen)
+    assert not password_shown
     # the same per-IP bucket guards WebSocket authentication: auth_error + 1008
     with pytest.raises(RateLimited) as info:
-        LiveConnection(server.url, token, ping_interval=None, connect_timeout=5).connect()
+        LiveConnection(fresh.url, token, ping_interval=None, connect_timeout=5).connect()
     assert isinstance(info.value, WsAuthError) and info.value.close_code == 1008
     assert token not in str(info.value)
 
@@ -221,27 +248,27 @@ def test_auth_rate_limit_is_rate_limited(standin_factory):
 # WebSocket: auth
 # ---------------------------------------------------------------------------------------------------
 
-def test_ws_header_and_message_auth(standin, admin):
-    name, http = make_user(admin, standin)
+def test_ws_header_and_message_auth(server, admin):
+    name, http = make_user(admin, server)
     for mode in ("header", "message"):
-        conn = live(standin, http.access_token, auth=mode)
+        conn = live(server, http.access_token, auth=mode)
         try:
             assert conn.user == name and conn.role == "user"
         finally:
             conn.close()
 
 
-def test_ws_bad_token_is_ws_auth_error(standin):
-    conn = LiveConnection(standin.url, "not-a-valid-token", connect_timeout=5)
+def test_ws_bad_token_is_ws_auth_error(server):
+    conn = LiveConnection(server.url, "not-a-valid-token", connect_timeout=5)
     with pytest.raises(WsAuthError) as info:
         conn.connect()
     assert info.value.close_code == 1008
     assert "not-a-valid-token" not in str(info.value)
 
 
-def test_authenticate_without_protocol_closes_1011(standin, admin):
-    _, http = make_user(admin, standin)
-    conn = LiveConnection(standin.url, http.access_token, auth="message", ping_interval=None, connect_timeout=5)
+def test_authenticate_without_protocol_closes_1011(server, admin):
+    _, http = make_user(admin, server)
+    conn = LiveConnection(server.url, http.access_token, auth="message", ping_interval=None, connect_timeout=5)
     conn.open()
     try:
         conn.send_raw('{"type":"authenticate","method":"jwt","token":"%s"}' % http.access_token)
@@ -256,11 +283,11 @@ def test_authenticate_without_protocol_closes_1011(standin, admin):
 # WebSocket: subscriptions and change shapes
 # ---------------------------------------------------------------------------------------------------
 
-def test_live_only_subscription_is_ready_at_once(standin, admin):
+def test_live_only_subscription_is_ready_at_once(server, admin):
     table = shared_table(admin)
     insert(admin, table, "before", 1)
-    _, http = make_user(admin, standin)
-    conn = live(standin, http.access_token)
+    _, http = make_user(admin, server)
+    conn = live(server, http.access_token)
     try:
         conn.subscribe("s1", f"SELECT * FROM {table}")
         ack = next_of(conn, SubscriptionAck, skip=())
@@ -277,10 +304,10 @@ def test_live_only_subscription_is_ready_at_once(standin, admin):
         conn.close()
 
 
-def test_update_delta_and_delete_tombstone(standin, admin):
+def test_update_delta_and_delete_tombstone(server, admin):
     table = shared_table(admin)
-    _, http = make_user(admin, standin)
-    conn = live(standin, http.access_token)
+    _, http = make_user(admin, server)
+    conn = live(server, http.access_token)
     try:
         conn.subscribe("s", f"SELECT * FROM {table}")
         next_of(conn, SubscriptionAck, skip=())
@@ -304,12 +331,12 @@ def test_update_delta_and_delete_tombstone(standin, admin):
         conn.close()
 
 
-def test_snapshot_batches_driven_by_next_batch(standin, admin):
+def test_snapshot_batches_driven_by_next_batch(server, admin):
     table = shared_table(admin)
     for i in range(5):
         insert(admin, table, f"r{i}", i)
-    _, http = make_user(admin, standin)
-    conn = live(standin, http.access_token, auto_next_batch=True)
+    _, http = make_user(admin, server)
+    conn = live(server, http.access_token, auto_next_batch=True)
     try:
         conn.subscribe("snap", f"SELECT * FROM {table}", {"batch_size": 2})
         ack = next_of(conn, SubscriptionAck, skip=())
@@ -331,7 +358,7 @@ def test_snapshot_batches_driven_by_next_batch(standin, admin):
         conn.close()
 
     # without auto_next_batch nothing more comes until next_batch is sent
-    conn = live(standin, http.access_token, auto_next_batch=False)
+    conn = live(server, http.access_token, auto_next_batch=False)
     try:
         conn.subscribe("snap", f"SELECT * FROM {table}", {"batch_size": 2})
         first = next_of(conn, InitialDataBatch)
@@ -344,13 +371,13 @@ def test_snapshot_batches_driven_by_next_batch(standin, admin):
         conn.close()
 
 
-def test_empty_options_snapshot_and_resume_from_is_exclusive(standin, admin):
+def test_empty_options_snapshot_and_resume_from_is_exclusive(server, admin):
     table = shared_table(admin)
     for i in range(5):
         insert(admin, table, f"r{i}", i)
     seqs = [int(s) for s in admin.query(f"SELECT _seq FROM {table} ORDER BY _seq").column("_seq")]
-    _, http = make_user(admin, standin)
-    conn = live(standin, http.access_token)
+    _, http = make_user(admin, server)
+    conn = live(server, http.access_token)
     try:
         conn.subscribe("all", f"SELECT * FROM {table}", {})
         batch = next_of(conn, InitialDataBatch)
@@ -363,13 +390,13 @@ def test_empty_options_snapshot_and_resume_from_is_exclusive(standin, admin):
         conn.close()
 
 
-def test_server_error_events(standin, admin):
-    _, http = make_user(admin, standin)
-    conn = live(standin, http.access_token)
+def test_server_error_events(server, admin):
+    _, http = make_user(admin, server)
+    conn = live(server, http.access_token)
     try:
         conn.subscribe("missing", f"SELECT * FROM {uid('nons')}.nothing")
         err = next_of(conn, ServerError, skip=())
-        assert err.subscription_id == "missing" and err.code in ("NOT_FOUND", "INVALID_SQL")
+        assert (err.subscription_id, err.code) == ("missing", "NOT_FOUND")  # §5.3 "table missing"
         conn.subscribe("bad", "SELECT * FROM t ORDER BY x")
         err = next_of(conn, ServerError, skip=())
         assert err.subscription_id == "bad" and err.code == "INVALID_SQL"
@@ -378,10 +405,10 @@ def test_server_error_events(standin, admin):
         conn.close()
 
 
-def test_unsubscribe_stops_changes(standin, admin):
+def test_unsubscribe_stops_changes(server, admin):
     table = shared_table(admin)
-    _, http = make_user(admin, standin)
-    conn = live(standin, http.access_token)
+    _, http = make_user(admin, server)
+    conn = live(server, http.access_token)
     try:
         conn.subscribe("a", f"SELECT * FROM {table}")
         conn.subscribe("b", f"SELECT * FROM {table}")
@@ -401,11 +428,11 @@ def test_unsubscribe_stops_changes(standin, admin):
 # WebSocket: framing and keepalive
 # ---------------------------------------------------------------------------------------------------
 
-def test_large_frames_are_gzip_unless_compress_false(standin, admin):
+def test_large_frames_are_gzip_unless_compress_false(server, admin):
     table = shared_table(admin)
-    _, http = make_user(admin, standin)
+    _, http = make_user(admin, server)
     for compress, opcode in ((True, OP_BINARY), (False, OP_TEXT)):
-        conn = live(standin, http.access_token, compress=compress)
+        conn = live(server, http.access_token, compress=compress)
         try:
             conn.subscribe("g", f"SELECT * FROM {table}")
             next_of(conn, SubscriptionAck, skip=())
@@ -417,15 +444,15 @@ def test_large_frames_are_gzip_unless_compress_false(standin, admin):
             assert (conn.gzip_frames >= 1) is compress
         finally:
             conn.close()
-    assert "?compress=false" in LiveConnection(standin.url, "t", compress=False).url
+    assert "?compress=false" in LiveConnection(server.url, "t", compress=False).url
 
 
-def test_idle_socket_closed_by_server_pinging_one_stays(standin_factory):
-    server = standin_factory(env={"KALAMDB_WEBSOCKET_CLIENT_TIMEOUT_SECS": "2",
-                                  "KALAMDB_WEBSOCKET_HEARTBEAT_INTERVAL_SECS": "1"})
-    token = root(server).access_token
-    idle = live(server, token, ping_interval=None)
-    pinging = live(server, token, ping_interval=0.5)
+def test_idle_socket_closed_by_server_pinging_one_stays(server_factory):
+    fresh = server_factory(env={"KALAMDB_WEBSOCKET_CLIENT_TIMEOUT_SECS": "2",
+                                 "KALAMDB_WEBSOCKET_HEARTBEAT_INTERVAL_SECS": "1"})
+    token = root(fresh).access_token
+    idle = live(fresh, token, ping_interval=None)
+    pinging = live(fresh, token, ping_interval=0.5)
     try:
         t0 = time.monotonic()
         closed = next_of(idle, Closed, timeout=8, skip=())
@@ -440,14 +467,14 @@ def test_idle_socket_closed_by_server_pinging_one_stays(standin_factory):
         pinging.close()
 
 
-def test_user_table_listener_sees_only_own_rows(standin, admin):
+def test_user_table_listener_sees_only_own_rows(server, admin):
     ns = uid("kc")
     admin.sql(f"CREATE NAMESPACE IF NOT EXISTS {ns}")
     admin.sql(f"CREATE USER TABLE {ns}.inbox (id TEXT PRIMARY KEY, body TEXT)")
-    a_name, a = make_user(admin, standin)
-    b_name, b = make_user(admin, standin)
-    ca = live(standin, a.access_token)
-    cb = live(standin, b.access_token)
+    a_name, a = make_user(admin, server)
+    b_name, b = make_user(admin, server)
+    ca = live(server, a.access_token)
+    cb = live(server, b.access_token)
     try:
         for c in (ca, cb):
             c.subscribe("inbox", f"SELECT * FROM {ns}.inbox")
@@ -466,15 +493,15 @@ def test_user_table_listener_sees_only_own_rows(standin, admin):
         cb.close()
 
 
-def test_server_killed_mid_subscription_gives_closed_promptly(standin_factory):
-    server = standin_factory()
-    admin = root(server)
+def test_server_killed_mid_subscription_gives_closed_promptly(server_factory):
+    fresh = server_factory()
+    admin = root(fresh)
     table = shared_table(admin)
-    conn = live(server, admin.access_token)
+    conn = live(fresh, admin.access_token)
     try:
         conn.subscribe("s", f"SELECT * FROM {table}")
         next_of(conn, SubscriptionAck, skip=())
-        server.kill()
+        fresh.kill()
         t0 = time.monotonic()
         ev = next_of(conn, Closed, timeout=10, skip=(SubscriptionAck, InitialDataBatch, ServerError, Change))
         assert time.monotonic() - t0 < 5
@@ -485,13 +512,37 @@ def test_server_killed_mid_subscription_gives_closed_promptly(standin_factory):
     finally:
         conn.close()
     with pytest.raises(ConnectError):
-        KalamHttp(server.url, timeout=3).status()
+        KalamHttp(fresh.url, timeout=3).status()
 
 
-def test_no_malformed_frames_in_normal_traffic(standin, admin):
+def test_graceful_server_stop_closes_live_sockets_1001(server, server_factory):
+    """§5.7: a server shutting down closes each WebSocket with 1001 "Server shutting down"."""
+    fresh = server_factory()
+    admin = root(fresh)
     table = shared_table(admin)
-    _, http = make_user(admin, standin)
-    conn = live(standin, http.access_token)
+    conn = live(fresh, admin.access_token, ping_interval=None)
+    admin.close()
+    try:
+        conn.subscribe("s", f"SELECT * FROM {table}")
+        next_of(conn, SubscriptionAck, skip=())
+        t0 = time.monotonic()
+        assert fresh.stop() == 0  # a clean exit (the stand-in: SIGTERM; KalamDB: SIGINT, its graceful path)
+        assert time.monotonic() - t0 < 5
+        ev = next_of(conn, Closed, timeout=5, skip=())
+        got = (ev.code, ev.reason, ev.clean)
+        known_kalamdb_deviation(server, got, (1001, "Server shutting down", True),
+                                "a graceful stop (SIGINT: \"Shutting down WebSocket connections\" in its log) "
+                                "ends live sockets without a close frame (TCP FIN, seen as 1006); SIGTERM "
+                                "waits up to 30 s for open connections and ends them the same way")
+        assert got == (1001, "Server shutting down", True)
+    finally:
+        conn.close()
+
+
+def test_no_malformed_frames_in_normal_traffic(server, admin):
+    table = shared_table(admin)
+    _, http = make_user(admin, server)
+    conn = live(server, http.access_token)
     try:
         conn.subscribe("s", f"SELECT * FROM {table}", {"batch_size": 3})
         for i in range(10):
@@ -506,11 +557,11 @@ def test_no_malformed_frames_in_normal_traffic(standin, admin):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="SO_TIMESTAMPNS arrival stamps are Linux-only")
-def test_arrival_is_stamped_when_the_bytes_arrived_not_when_read(standin, admin):
+def test_arrival_is_stamped_when_the_bytes_arrived_not_when_read(server, admin):
     """A frame read late (the process busy with other sockets) keeps its arrival time: latency
     measures the server, not the harness's own lag, which is counted apart (lag_sum, lag_max)."""
     table = shared_table(admin)
-    conn = live(standin, admin.access_token)
+    conn = live(server, admin.access_token)
     try:
         conn.subscribe("s", f"SELECT * FROM {table}")
         next_of(conn, SubscriptionAck, skip=())
