@@ -56,7 +56,7 @@ PROCESSOR = BENCH / "peers" / "artillery_processor.js"
 PACE_HEADROOM = 1.05
 FLOOR_RAW = 1.0
 FLOOR_ARTILLERY = 1.0
-RECEIVERS = ("artillery", "locust", "raw", "pipeline", "pipeline-batch")
+RECEIVERS = ("artillery", "locust", "raw", "pipeline", "pipeline-batch", "pipeline-base")
 
 
 def _cpu() -> float:
@@ -158,6 +158,31 @@ def locust_main() -> None:
     got = changes()
     _say({"arrivals": got, "cpu_recv": cpu, "wall": wall, "locust_requests": env.stats.total.num_requests})
     os._exit(0)
+
+
+def pipeline_base_main(base: str) -> None:
+    """harness_bench's pipeline process with kalamclient from ``base`` (a directory holding a copy of an
+    older kalamclient package, made by --baseline): the receive path before and after, in one run."""
+    sys.path.insert(0, base)
+    from gevent import monkey
+    monkey.patch_all()
+    import kalamclient
+    assert kalamclient.__file__.startswith(base), kalamclient.__file__
+    import harness_bench
+    harness_bench.pipeline_main()
+
+
+def baseline_tree(rev: str, tmp: Path) -> Path:
+    """kalamclient/ as of git revision ``rev``, in a directory of its own."""
+    out = tmp / f"baseline-{rev.replace('/', '_')}"
+    (out / "kalamclient").mkdir(parents=True, exist_ok=True)
+    names = subprocess.run(["git", "ls-tree", "--name-only", rev, "kalamclient/"], cwd=ROOT, check=True,
+                           capture_output=True, text=True).stdout.split()
+    for name in names:
+        if name.endswith(".py"):
+            data = subprocess.run(["git", "show", f"{rev}:{name}"], cwd=ROOT, check=True, capture_output=True).stdout
+            (out / name).write_bytes(data)
+    return out
 
 
 def pipeline_batch_main() -> None:
@@ -338,7 +363,7 @@ class ArtilleryReceiver:
 # ---------------------------------------------------------------------------------------------------
 
 def window(url: str, admin, receiver: str, *, listeners: int, writers: int, rate: float, duration: float,
-           tmp: Path, profile: Path | None = None, label: str = "") -> dict:
+           tmp: Path, profile: Path | None = None, label: str = "", baseline: Path | None = None) -> dict:
     from harness_bench import Profiler, provision
     from kalamclient import KalamHttp
     from loadtest.provision import with_rate_limit_retry
@@ -353,7 +378,8 @@ def window(url: str, admin, receiver: str, *, listeners: int, writers: int, rate
     children = []
     try:
         if receiver.startswith("pipeline"):
-            script, role = (harness, "pipeline") if receiver == "pipeline" else (Path(__file__), "pipeline-batch")
+            script, role = {"pipeline": (harness, "pipeline"), "pipeline-batch": (Path(__file__), "pipeline-batch"),
+                            "pipeline-base": (Path(__file__), f"pipeline-base={baseline}")}[receiver]
             rc = Child(script, role, dict(base, listeners=[acc(a) for a in p.listeners]))
         else:
             tokens = []
@@ -406,7 +432,7 @@ def window(url: str, admin, receiver: str, *, listeners: int, writers: int, rate
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--role", choices=("locust", "pipeline-batch"), help=argparse.SUPPRESS)
+    ap.add_argument("--role", help=argparse.SUPPRESS)
     ap.add_argument("--listeners", type=int, default=10, help="sockets of each receiver")
     ap.add_argument("--writers", type=int, default=8)
     ap.add_argument("--duration", type=float, default=8.0, help="seconds of writing per window")
@@ -415,6 +441,8 @@ def main(argv=None) -> int:
     ap.add_argument("--receivers", default=None,
                     help=f"comma list of {', '.join(RECEIVERS)} (default: all; pipeline-batch only when "
                          "LiveConnection has recv_many)")
+    ap.add_argument("--baseline", metavar="REV",
+                    help="also run receiver pipeline-base: the pipeline with kalamclient/ as of git revision REV")
     ap.add_argument("--repeat", type=int, default=1, help="windows per receiver and rate (median taken)")
     ap.add_argument("--profile", metavar="DIR", help="py-spy every Python receiver's window")
     ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
@@ -424,6 +452,9 @@ def main(argv=None) -> int:
         return 0
     if args.role == "pipeline-batch":
         pipeline_batch_main()
+        return 0
+    if args.role and args.role.startswith("pipeline-base="):
+        pipeline_base_main(args.role.split("=", 1)[1])
         return 0
 
     from kalamclient import KalamHttp, LiveConnection
@@ -435,7 +466,10 @@ def main(argv=None) -> int:
         if bad:
             raise SystemExit(f"unknown receivers: {', '.join(sorted(bad))}")
     else:
-        receivers = [r for r in RECEIVERS if r != "pipeline-batch" or hasattr(LiveConnection, "recv_many")]
+        receivers = [r for r in RECEIVERS if r != "pipeline-base"
+                     and (r != "pipeline-batch" or hasattr(LiveConnection, "recv_many"))]
+    if args.baseline and "pipeline-base" not in receivers:
+        receivers.insert(receivers.index("pipeline") if "pipeline" in receivers else len(receivers), "pipeline-base")
     rates = [float(r) for r in args.rates.split(",")]
     prof_dir = Path(args.profile) if args.profile else None
     if prof_dir:
@@ -459,12 +493,17 @@ def main(argv=None) -> int:
             as s, tempfile.TemporaryDirectory() as tmp:
         admin = KalamHttp(s.url, timeout=30)
         admin.login("root", TEST_ROOT_PASSWORD)
+        baseline = baseline_tree(args.baseline, Path(tmp)) if args.baseline else None
+        if baseline:
+            print(f"pipeline-base: kalamclient/ as of {args.baseline} "
+                  f"({subprocess.run(['git', 'rev-parse', '--short', args.baseline], cwd=ROOT, capture_output=True, text=True).stdout.strip()})")
         for rate in rates:
             for rep in range(args.repeat):
                 for rc in receivers:
                     label = f"{rc}-{int(rate) or 'unpaced'}-{rep}"
                     r = window(s.url, admin, rc, listeners=args.listeners, writers=args.writers, rate=rate,
-                               duration=args.duration, tmp=Path(tmp), profile=prof_dir, label=label)
+                               duration=args.duration, tmp=Path(tmp), profile=prof_dir, label=label,
+                               baseline=baseline)
                     results.setdefault(rate, {}).setdefault(rc, []).append(r)
                     print(f"  {label:28} {r['per_cpu_s']:>9,.0f} msgs/CPU-s  ({r['msgs']:,} msgs of "
                           f"{r['expected']:,} expected, CPU {r['cpu']:.2f} s, {r['delivered_per_s']:,.0f} msgs/s)",
@@ -484,7 +523,7 @@ def main(argv=None) -> int:
             xr = f"{v / raw:6.2f}" if raw else "     -"
             xa = f"{v / art:8.2f}" if art else "       -"
             print(f"  {rc:26} {v:>11,.0f}   {xr}   {xa}   {dps:>8,.0f}   {frac:.4f}")
-        pipes = {rc: v for rc, v in by.items() if rc.startswith("pipeline")}
+        pipes = {rc: v for rc, v in by.items() if rc.startswith("pipeline") and rc != "pipeline-base"}
         if pipes:
             best_name, best = max(pipes.items(), key=lambda kv: kv[1])
             for label, ref, floor in (("raw loop", raw, FLOOR_RAW), ("Artillery", art, FLOOR_ARTILLERY)):
