@@ -5,10 +5,12 @@ background keepalive (``threading``: a greenlet under gevent monkey-patching) se
 protocol Ping every ``ping_interval`` seconds, because KalamDB never pings and closes a socket on
 which nothing arrived for ``client_timeout_secs``.
 
-The receive path is kept cheap: the socket is read in large chunks and frames are cut by
-websocket-client's frame parser out of that buffer; payloads are decoded with orjson; gzip binary
-frames (magic ``1f 8b``) are inflated with zlib (wbits 31); events are ``__slots__`` objects; no
-logging per message.
+The receive path is kept cheap: the socket is read in large chunks; data frames are cut out of that
+buffer here (websocket-client's frame parser only sees control, masked or RSV frames); under gevent
+the raw socket is read directly and the reader waits on its read watcher; payloads are decoded with
+orjson; gzip binary frames (magic ``1f 8b``) are inflated with zlib (wbits 31); events are
+``__slots__`` objects; no logging per message. :meth:`LiveConnection.recv_many` hands out every event
+of one wake-up at once.
 """
 
 from __future__ import annotations
