@@ -5,10 +5,12 @@ background keepalive (``threading``: a greenlet under gevent monkey-patching) se
 protocol Ping every ``ping_interval`` seconds, because KalamDB never pings and closes a socket on
 which nothing arrived for ``client_timeout_secs``.
 
-The receive path is kept cheap: the socket is read in large chunks and frames are cut by
-websocket-client's frame parser out of that buffer; payloads are decoded with orjson; gzip binary
-frames (magic ``1f 8b``) are inflated with zlib (wbits 31); events are ``__slots__`` objects; no
-logging per message.
+The receive path is kept cheap: the socket is read in large chunks; data frames are cut out of that
+buffer here (websocket-client's frame parser only sees control, masked or RSV frames); under gevent
+the raw socket is read directly and the reader waits on its read watcher; payloads are decoded with
+orjson; gzip binary frames (magic ``1f 8b``) are inflated with zlib (wbits 31); events are
+``__slots__`` objects; no logging per message. :meth:`LiveConnection.recv_many` hands out every event
+of one wake-up at once.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ OP_PONG = 0xA
 _GZIP_MAGIC = b"\x1f\x8b"
 _RECV_CHUNK = 256 * 1024
 _RAW_PREFIX = 200
+_MORE = False  # _cut_data_frame: the buffer holds less than one whole frame
 _SHAPE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
 _RATE_LIMIT_HINT = "too many"
 # Arrival times come from the kernel (SO_TIMESTAMPNS: when the bytes reached this host's socket), not
@@ -218,6 +221,7 @@ class LiveConnection:
         self._frag: list | None = None
         self._kernel_stamps = False
         self._read_at = 0.0  # arrival time (Unix s) of the bytes of the newest read
+        self._real = self._hub = self._rwatch = None  # gevent: the raw socket, its hub and read watcher
         # cheap counters
         self.frames = 0
         self.gzip_frames = 0
@@ -276,6 +280,7 @@ class LiveConnection:
         self._kernel_stamps = self._enable_kernel_stamps()
         # Read the socket in large chunks; websocket-client's frame parser cuts frames out of them.
         ws.frame_buffer.recv = self._buffered_recv
+        self._setup_reader()
         if self.ping_interval:
             self._start_pinger(float(self.ping_interval))
 
@@ -431,63 +436,138 @@ class LiveConnection:
             self._ping_stop.set()
 
     # -- receiving -------------------------------------------------------------------------------
-    def _buffered_recv(self, n: int) -> bytes:
-        """frame_buffer.recv replacement: hand out ``n`` bytes from a large read buffer."""
-        buf = self._rbuf
-        pos = self._rpos
-        avail = len(buf) - pos
-        if avail > 0:
-            if avail <= n:
-                self._rbuf = b""
-                self._rpos = 0
-                return buf[pos:] if pos else buf
-            self._rpos = pos + n
-            return buf[pos:pos + n]
-        deadline = self._deadline
-        if deadline is None:
-            t = None
-        else:
-            t = deadline - time.monotonic()
-            if t <= 0:
-                raise WebSocketTimeoutException("timed out")
-        if t != self._cur_timeout:
-            self._sock.settimeout(t)
-            self._cur_timeout = t
+    # The socket is read in large chunks into one buffer (_rbuf from _rpos on). Data frames (unmasked,
+    # no RSV bits: what a server sends) are cut out of it here (_cut_data_frame); anything else is left
+    # to websocket-client's frame parser, which reads the same buffer through _buffered_recv.
+    #
+    # Under gevent (a cooperative socket) a read does not go through gevent's socket methods: the
+    # underlying non-blocking socket is read directly, and when it has nothing the reader waits on the
+    # socket's own read watcher (a Waiter, plus a loop timer only when a timeout is given), so a wake-up
+    # costs one read and one switch, not a Timeout object, a failed read and gevent's retry.
+
+    def _setup_reader(self) -> None:
+        sock = self._sock
+        self._real = self._hub = self._rwatch = None
+        if hasattr(sock, "getpeercert"):  # TLS: only the socket object knows how to read it
+            return
+        hub = getattr(sock, "hub", None)
+        watcher = getattr(sock, "_read_event", None)
+        real = getattr(sock, "_sock", None)
+        if hub is None or watcher is None or real is None or sock.__class__.__module__.split(".")[0] != "gevent":
+            return
         try:
-            if self._kernel_stamps:
-                data, anc, _flags, _addr = self._sock.recvmsg(_RECV_CHUNK, _TS_ANCILLARY)
-                # TCP reports the stamp of the newest segment copied by this read
-                if anc and anc[0][1] == _SO_TIMESTAMPNS and len(anc[0][2]) >= 16:
-                    sec, nsec = _TIMESPEC.unpack_from(anc[0][2])
-                    self._read_at = sec + nsec * 1e-9 + kernel_stamp_shift_s
+            from gevent.hub import Waiter
+        except ImportError:  # pragma: no cover
+            return
+        self._Waiter = Waiter
+        self._real, self._hub, self._rwatch = real, hub, watcher
+
+    def _wait_readable(self, timeout: float | None) -> None:
+        """gevent: wait until the socket is readable (raises WebSocketTimeoutException after timeout)."""
+        hub = self._hub
+        watcher = self._rwatch
+        if watcher.callback is not None:
+            from gevent.exceptions import ConcurrentObjectUseError
+            raise ConcurrentObjectUseError("another greenlet is already reading this LiveConnection's socket")
+        waiter = self._Waiter(hub)
+        watcher.start(waiter.switch, True)
+        timer = None
+        try:
+            if timeout is not None:
+                timer = hub.loop.timer(timeout)
+                timer.start(waiter.switch, False)
+            if not waiter.get():
+                raise WebSocketTimeoutException("timed out")
+        finally:
+            watcher.stop()
+            if timer is not None:
+                timer.close()
+
+    def _read_some(self) -> None:
+        """One read into the buffer (after waiting, at most until the deadline); stamps _read_at.
+        Raises WebSocketTimeoutException, WebSocketConnectionClosedException or OSError."""
+        deadline = self._deadline
+        real = self._real
+        stamps = self._kernel_stamps
+        anc = None
+        if real is not None:  # gevent: read first (data usually waits), wait only when there is none
+            while True:
+                try:
+                    if stamps:
+                        data, anc, _flags, _addr = real.recvmsg(_RECV_CHUNK, _TS_ANCILLARY)
+                    else:
+                        data = real.recv(_RECV_CHUNK)
+                    break
+                except BlockingIOError:
+                    pass
+                except InterruptedError:
+                    continue
+                if deadline is None:
+                    self._wait_readable(None)
                 else:
-                    self._read_at = time.time()
+                    t = deadline - time.monotonic()
+                    if t <= 0:
+                        raise WebSocketTimeoutException("timed out")
+                    self._wait_readable(t)
+        else:
+            if deadline is None:
+                t = None
             else:
-                data = self._sock.recv(_RECV_CHUNK)
-                self._read_at = time.time()
-        except (socket.timeout, TimeoutError, BlockingIOError):
-            raise WebSocketTimeoutException("timed out") from None
+                t = deadline - time.monotonic()
+                if t <= 0:
+                    raise WebSocketTimeoutException("timed out")
+            if t != self._cur_timeout:
+                self._sock.settimeout(t)
+                self._cur_timeout = t
+            try:
+                if stamps:
+                    data, anc, _flags, _addr = self._sock.recvmsg(_RECV_CHUNK, _TS_ANCILLARY)
+                else:
+                    data = self._sock.recv(_RECV_CHUNK)
+            except (socket.timeout, TimeoutError, BlockingIOError):
+                raise WebSocketTimeoutException("timed out") from None
         if not data:
             raise WebSocketConnectionClosedException("connection closed by the peer")
+        # TCP reports the stamp of the newest segment copied by this read
+        if anc and anc[0][1] == _SO_TIMESTAMPNS and len(anc[0][2]) >= 16:
+            sec, nsec = _TIMESPEC.unpack_from(anc[0][2])
+            self._read_at = sec + nsec * 1e-9 + kernel_stamp_shift_s
+        else:
+            self._read_at = time.time()
         self.bytes_in += len(data)
-        if len(data) <= n:
-            return data
-        self._rbuf = data
-        self._rpos = n
-        return data[:n]
+        pos = self._rpos
+        buf = self._rbuf
+        if pos < len(buf):
+            self._rbuf = (buf[pos:] if pos else buf) + data
+        else:
+            self._rbuf = data
+        self._rpos = 0
+
+    def _buffered_recv(self, n: int) -> bytes:
+        """frame_buffer.recv replacement (websocket-client's parser): up to ``n`` bytes of the buffer."""
+        buf = self._rbuf
+        pos = self._rpos
+        if len(buf) - pos <= 0:
+            self._read_some()
+            buf = self._rbuf
+            pos = 0
+        end = pos + n
+        if end >= len(buf):
+            self._rbuf = b""
+            self._rpos = 0
+            return buf[pos:] if pos else buf
+        self._rpos = end
+        return buf[pos:end]
 
     def _cut_data_frame(self):
-        """(opcode, fin, payload) of a data frame held whole in the read buffer, or None.
-
-        The hot path: websocket-client's parser takes a lock, several reads and a validation per frame;
-        an unmasked data frame (what a server sends) without RSV bits is cut here in a few operations.
-        Anything else (control frames, a frame not yet whole, masked or RSV frames) is left in the
-        buffer for websocket-client's parser, which reads from the same buffer and validates it."""
+        """(opcode, fin, payload) of a data frame held whole in the read buffer; _MORE when the buffer
+        holds less than one (more bytes are needed); None when the next frame is one for
+        websocket-client's parser (control frames, masked or RSV frames), which validates it."""
         buf = self._rbuf
         pos = self._rpos
         size = len(buf)
         if size - pos < 2:
-            return None
+            return _MORE
         b1 = buf[pos]
         if b1 & 0x70 or (b1 & 0x0F) > OP_BINARY:
             return None
@@ -497,18 +577,18 @@ class LiveConnection:
         elif n == 126:
             start = pos + 4
             if start > size:
-                return None
+                return _MORE
             n = (buf[pos + 2] << 8) | buf[pos + 3]
         elif n == 127:
             start = pos + 10
             if start > size:
-                return None
+                return _MORE
             n = int.from_bytes(buf[pos + 2:start], "big")
         else:  # masked
             return None
         end = start + n
         if end > size:
-            return None
+            return _MORE
         if end == size:
             self._rbuf = b""
             self._rpos = 0
@@ -528,76 +608,115 @@ class LiveConnection:
                 self._closed_delivered = True
                 return self._closed_event
             return None
-        ws = self._ws
-        if ws is None:
+        if self._ws is None:
             raise RuntimeError("LiveConnection not opened: call connect() first")
         self._deadline = None if timeout is None else time.monotonic() + timeout
-        fbuf = ws.frame_buffer
-        recv_frame = fbuf.recv_frame
         self._reading = True
         try:
-            while True:
-                cut = self._cut_data_frame() if fbuf.header is None and not fbuf.recv_buffer else None
+            return self._next_event()
+        finally:
+            self._reading = False
+
+    def recv_many(self, timeout: float | None = None, limit: int = 1024) -> list:
+        """Every event that one wake-up brings: waits like :meth:`recv` for the first (``[]`` when
+        ``timeout`` passes without one), then adds those whose frames are already whole in the read
+        buffer (at most ``limit``), without reading the socket again. Each event has its own
+        ``received_at``; a :class:`Closed` is always the last one."""
+        ev = self.recv(timeout)
+        if ev is None:
+            return []
+        out = [ev]
+        if ev.__class__ is Closed or self._ended:
+            return out
+        pending = self._pending
+        self._reading = True
+        self._deadline = 0.0  # never read the socket again: only what is buffered
+        try:
+            while len(out) < limit:
+                if pending:
+                    out.append(pending.popleft())
+                    continue
+                if len(self._rbuf) - self._rpos < 2 and self._ws.frame_buffer.header is None:
+                    break
+                ev = self._next_event()
+                if ev is None:
+                    break
+                out.append(ev)
+                if ev.__class__ is Closed:
+                    break
+        finally:
+            self._reading = False
+        return out
+
+    def _next_event(self):
+        ws = self._ws
+        fbuf = ws.frame_buffer
+        while True:
+            try:
+                if fbuf.header is None and not fbuf.recv_buffer:
+                    cut = self._cut_data_frame()
+                    if cut is _MORE:
+                        self._read_some()
+                        continue
+                else:
+                    cut = None
                 if cut is not None:
                     op, fin, data = cut
                 else:
-                    try:
-                        frame = recv_frame()
-                    except WebSocketTimeoutException:
-                        return None
-                    except (WebSocketConnectionClosedException, OSError, ValueError) as exc:
-                        return self._deliver_end(self._lost(exc))
-                    except WebSocketException as exc:  # protocol violation: the stream is unusable
-                        return self._deliver_end(Closed(1002, f"protocol error: {exc}", False, time.time()))
+                    frame = fbuf.recv_frame()
                     op, fin, data = frame.opcode, frame.fin, frame.data
-                ts = self._read_at
-                self.frames += 1
-                if op == OP_TEXT or op == OP_BINARY:
-                    if not fin:
-                        self._frag_op, self._frag = op, [data]
-                        continue
-                elif op == OP_CONT:
-                    if self._frag is None:
-                        return self._deliver_end(Closed(1002, "protocol error: stray continuation frame",
-                                                        False, ts))
-                    self._frag.append(data)
-                    if not fin:
-                        continue
-                    op, data = self._frag_op, b"".join(self._frag)
-                    self._frag_op = self._frag = None
-                elif op == OP_CLOSE:
-                    code, reason = _parse_close(data)
-                    if self._close_sent is None:
-                        try:
-                            ws.send_close(code if code not in (1005, 1006, 1015) else 1000)
-                        except Exception:
-                            pass
-                    return self._deliver_end(Closed(code, reason, True, ts))
-                elif op == OP_PING:
+            except WebSocketTimeoutException:
+                return None
+            except (WebSocketConnectionClosedException, OSError, ValueError) as exc:
+                return self._deliver_end(self._lost(exc))
+            except WebSocketException as exc:  # protocol violation: the stream is unusable
+                return self._deliver_end(Closed(1002, f"protocol error: {exc}", False, time.time()))
+            ts = self._read_at
+            self.frames += 1
+            if op == OP_TEXT or op == OP_BINARY:
+                if not fin:
+                    self._frag_op, self._frag = op, [data]
+                    continue
+            elif op == OP_CONT:
+                if self._frag is None:
+                    return self._deliver_end(Closed(1002, "protocol error: stray continuation frame",
+                                                    False, ts))
+                self._frag.append(data)
+                if not fin:
+                    continue
+                op, data = self._frag_op, b"".join(self._frag)
+                self._frag_op = self._frag = None
+            elif op == OP_CLOSE:
+                code, reason = _parse_close(data)
+                if self._close_sent is None:
                     try:
-                        ws.pong(data)
+                        ws.send_close(code if code not in (1005, 1006, 1015) else 1000)
                     except Exception:
                         pass
-                    continue
-                else:  # pong
-                    continue
-                self.last_opcode = op
-                if op == OP_BINARY and data[:2] == _GZIP_MAGIC:
-                    self.gzip_frames += 1
-                ev = decode_frame(data, op, ts)
-                lag = time.time() - ts
-                self.lag_sum += lag
-                if lag > self.lag_max:
-                    self.lag_max = lag
-                if (type(ev) is InitialDataBatch and ev.has_more and self.auto_next_batch
-                        and ev.last_seq_id is not None):
-                    try:
-                        self.next_batch(ev.subscription_id, ev.last_seq_id)
-                    except (KalamError, ValueError, TypeError):
-                        pass  # the socket is gone (next recv reports Closed) or bad last_seq_id
-                return ev
-        finally:
-            self._reading = False
+                return self._deliver_end(Closed(code, reason, True, ts))
+            elif op == OP_PING:
+                try:
+                    ws.pong(data)
+                except Exception:
+                    pass
+                continue
+            else:  # pong
+                continue
+            self.last_opcode = op
+            if op == OP_BINARY and data[:2] == _GZIP_MAGIC:
+                self.gzip_frames += 1
+            ev = decode_frame(data, op, ts)
+            lag = time.time() - ts
+            self.lag_sum += lag
+            if lag > self.lag_max:
+                self.lag_max = lag
+            if (ev.__class__ is InitialDataBatch and ev.has_more and self.auto_next_batch
+                    and ev.last_seq_id is not None):
+                try:
+                    self.next_batch(ev.subscription_id, ev.last_seq_id)
+                except (KalamError, ValueError, TypeError):
+                    pass  # the socket is gone (next recv reports Closed) or bad last_seq_id
+            return ev
 
     def _lost(self, exc) -> Closed:
         if self._close_sent is not None:

@@ -77,3 +77,22 @@ def test_gevent_keepalive_reader_and_close():
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(ROOT)], capture_output=True, text=True, timeout=25)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "OK" in proc.stdout
+
+
+@pytest.mark.timeout(120)
+def test_gevent_receive_path_passes_the_websocket_unit_tests():
+    """Under gevent the receive path reads the socket itself (waiting on its read watcher): the same
+    WebSocket unit tests (frames, lengths, fragments, timeouts, partial frames, close) pass there too."""
+    code = ("from gevent import monkey; monkey.patch_all()\n"
+            "import sys, pytest\n"
+            "import kalamclient.ws as ws\n"
+            "setup = ws.LiveConnection._setup_reader\n"
+            "def checked(self):\n"
+            "    setup(self)\n"
+            "    assert self._real is not None, 'the gevent receive path is not in use'\n"
+            "ws.LiveConnection._setup_reader = checked\n"
+            "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', '-k', 'test_ws_', sys.argv[1]]))\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(ROOT / "tests" / "test_client_unit.py")],
+                          capture_output=True, text=True, timeout=110, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and " failed" not in proc.stdout

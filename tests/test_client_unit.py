@@ -481,6 +481,43 @@ def test_ws_frame_lengths_in_one_read_and_rsv_bits_rejected():
         srv.close()
 
 
+def test_ws_recv_many_returns_every_buffered_event_with_its_stamp():
+    """recv_many: [] on timeout; then every event whose frame is whole after one read (a ping between
+    them answered, not returned), each with received_at; a partial frame waits for the next call;
+    Closed is the last event and is returned once."""
+    first = b"".join(ws_frame(_insert(i)) for i in (1, 2, 3)) + ws_frame(b"", opcode=9)
+    partial = ws_frame(_insert(4, pad=500))
+
+    def script(c):
+        c.sendall(AUTH_OK)
+        time.sleep(0.4)
+        c.sendall(first + ws_frame(_insert(5)) + partial[:100])
+        time.sleep(0.3)
+        c.sendall(partial[100:] + ws_frame(struct.pack("!H", 1000), opcode=8))
+        time.sleep(1)
+
+    srv = ScriptedWs(script)
+    conn = LiveConnection(srv.url, "t", ping_interval=None, connect_timeout=5)
+    try:
+        conn.connect()
+        assert conn.recv_many(0.1) == []
+        evs = conn.recv_many(2)
+        assert [e.seq for e in evs] == [1, 2, 3, 5], evs
+        assert all(type(e) is Change and e.received_at > 0 for e in evs)
+        rest = []
+        while not rest or type(rest[-1]) is not Closed:
+            got = conn.recv_many(2)
+            assert got, rest
+            rest += got
+        assert [type(e).__name__ for e in rest] == ["Change", "Closed"] and rest[0].seq == 4
+        assert len(rest[0].row["pad"]) == 500 and rest[1].code == 1000
+        assert conn.recv_many(0.1) == []
+        assert conn.frames == 8  # auth_success, 3 changes, the ping, 2 changes, the close
+    finally:
+        conn.close()
+        srv.close()
+
+
 def test_ws_peer_vanishes_gives_unclean_closed_promptly():
     def script(c):
         c.sendall(AUTH_OK + ws_frame(_insert(1)))
