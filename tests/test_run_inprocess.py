@@ -1,0 +1,112 @@
+"""In-process tests of what only subprocess Locust runs reached before: the drain rule, verify(Record),
+and the adapter that writes deliveries into Locust's statistics."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from locust.argument_parser import get_parser
+from locust.stats import RequestStats
+
+from checks.model import Workload
+from checks.testing import History
+from loadtest.options import add_arguments
+from loadtest.run import drain
+from loadtest.run.locuststats import DeliveryStats
+from loadtest.run.record import Record
+from loadtest.verdict.verify import verify
+
+
+def _options(*args):
+    p = get_parser(default_config_files=[])   # Locust's parser: its own options and ours
+    if not any("--drain-timeout" in a.option_strings for a in p._actions):   # unless the plugin added them
+        add_arguments(p)
+    o = p.parse_args(list(args))
+    o.report_json = ""
+    return o
+
+
+def _session(user, sid, log, table="events", max_n=None):
+    spec = SimpleNamespace(table=SimpleNamespace(key=table), owner="", group="", subscription_id=sid)
+    st = SimpleNamespace(spec=spec, log=log, received=0, epoch_received=0, max_n=max_n or {})
+    return SimpleNamespace(account=SimpleNamespace(user=user), subs={sid: st}, vanished=None, disconnects={},
+                           forced_reconnects=0, resumes=0, malformed=0, disconnect_log=[], first_ready_at=None,
+                           closed_at=None, lag=lambda: (0, 0.0, 0.0), received_total=lambda: st.received)
+
+
+def test_drain_waits_for_each_writers_newest_acknowledged_write():
+    h = History(Workload(table="events", content_columns=("body",)))
+    a1 = h.insert("w1")
+    h.insert("w1")
+    h.insert("w2")
+    h.delete(a1)   # a tombstone carries the older n: not a drain target
+    newest = drain.newest_acks({"events": h.ledger})
+    assert newest[("events", "", "")] == {"w1": 2, "w2": 1}
+    behind = _session("l1", "s", None, max_n={"w1": 2})
+    done = _session("l2", "s", None, max_n={"w1": 2, "w2": 1})
+    assert drain.behind([behind, done], newest) == (1, 2, {"w2"})
+    assert not drain.all_delivered([behind, done], newest)
+    behind.vanished = "gone"   # not waited for
+    assert drain.all_delivered([behind, done], newest)
+
+
+def test_drain_stops_after_a_short_quiet_when_everything_is_in_else_after_the_long_one():
+    assert drain.should_stop(delivered=True, quiet_s=0.5, quiet_needed=3.0)
+    assert not drain.should_stop(delivered=True, quiet_s=0.4, quiet_needed=3.0)
+    assert not drain.should_stop(delivered=False, quiet_s=2.9, quiet_needed=3.0)
+    assert drain.should_stop(delivered=False, quiet_s=3.0, quiet_needed=3.0)
+
+
+def _record(h, logs, **flags):
+    sessions = [_session(lg.info.listener, lg.info.subscription_id, lg) for lg in logs]
+    for s in sessions:
+        for st in s.subs.values():
+            st.received = len(st.log.kind)
+    return Record(options=_options("--writers", "1", "--listeners", str(len(logs))), base_url="http://x",
+                  workload="shared", accepted_known=frozenset(), run_id="r1", namespace="ns",
+                  ledgers={"events": h.ledger}, sessions=sessions, flags=dict(flags), failed_listeners=[],
+                  started_at=h.t - 1, writing_started_at=h.t - 1, writing_stopped_at=h.t)
+
+
+def test_verify_takes_a_record_and_judges_loss_with_its_exact_count():
+    h = History(Workload(table="events", content_columns=("body",)))
+    logs = [h.subscription("l1", "events"), h.subscription("l2", "events")]
+    writes = [h.insert("w1") for _ in range(5)]
+    for i in writes:
+        h.deliver(logs[0], i)
+    for i in writes[:3]:   # l2 misses two inserts
+        h.deliver(logs[1], i)
+    for lg in logs:
+        lg.finished(h.t)
+    rep = verify(_record(h, logs))
+    assert rep["scenarios"]["L1"]["verdict"] == "fail"
+    assert {s["listener"]: s["lost"] for s in rep["subscriptions"]} == {"l1": 0, "l2": 2}
+    assert rep["figures"]["change_messages_received"] == 8
+
+
+def test_verify_of_a_clean_record_passes_and_an_interrupted_one_does_not():
+    h = History(Workload(table="events", content_columns=("body",)))
+    logs = [h.subscription("l1", "events")]
+    for i in [h.insert("w1") for _ in range(3)]:
+        h.deliver(logs[0], i)
+    logs[0].finished(h.t)
+    assert verify(_record(h, logs))["scenarios"]["L1"]["verdict"] == "pass"
+    assert verify(_record(h, logs, interrupted=True))["scenarios"]["L1"]["verdict"] == "inconclusive"
+
+
+def test_delivery_stats_write_what_statsentry_log_writes():
+    """Fails when Locust's statistics change shape: the adapter writes StatsEntry's fields directly."""
+    samples = [0.4, 3.0, 12.5, 12.5, 180.0, 0.0]
+    by_log, by_adapter = RequestStats(), RequestStats()
+    for ms in samples:
+        by_log.log_request("WS", "events insert", ms, 0)
+    env = SimpleNamespace(stats=by_adapter)
+    d = DeliveryStats(env, interval=60.0)
+    for ms in samples:
+        d("events insert", ms)
+    d.flush()
+    a, b = by_log.get("events insert", "WS"), by_adapter.get("events insert", "WS")
+    for field in ("num_requests", "total_response_time", "min_response_time", "max_response_time"):
+        assert getattr(a, field) == getattr(b, field), field
+    assert dict(a.response_times) == dict(b.response_times)
+    assert sum(a.num_reqs_per_sec.values()) == sum(b.num_reqs_per_sec.values()) == len(samples)
+    assert by_adapter.total.num_requests == len(samples)
