@@ -236,10 +236,7 @@ class WorkerRun(Run):
         self.newest_acks = None
         if meta.get("drain", True) and self.sessions:
             self.drain()
-        now = _now()
-        for s in self.sessions:
-            for st in s.subs.values():
-                st.log.finished(now)
+        self.end_logs(_now())
         self.agent.send("klt:drained", {"run": self.run_key,
                                         "drain_timed_out": bool(self.flags.get("drain_timed_out")),
                                         "drain_seconds": self.flags.get("drain_seconds"),

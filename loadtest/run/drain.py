@@ -24,34 +24,32 @@ def newest_acks(ledgers: dict) -> dict:
     return last
 
 
+def _late(st, newest: dict) -> list:
+    """The writers whose newest write this subscription state has not seen yet."""
+    spec = st.spec
+    want = newest.get((spec.table.key, spec.owner, spec.group), {})
+    return [w for w, n in want.items() if st.max_n.get(w, 0) < n]
+
+
+def _watched(sessions):
+    """Subscription states waited for: a session that vanished is not (its evidence is missing anyway)."""
+    return (st for s in sessions if not s.vanished for st in s.subs.values())
+
+
 def behind(sessions, newest: dict) -> tuple[int, int, set]:
-    """(subscriptions still missing some writer's newest write, subscriptions watched, those writers).
-    A session that vanished is not waited for: its evidence is missing anyway."""
+    """(subscriptions still missing some writer's newest write, subscriptions watched, those writers)."""
     waiting, watched, writers = 0, 0, set()
-    for s in sessions:
-        if s.vanished:
-            continue
-        for st in s.subs.values():
-            watched += 1
-            spec = st.spec
-            want = newest.get((spec.table.key, spec.owner, spec.group), {})
-            late = [w for w, n in want.items() if st.max_n.get(w, 0) < n]
-            if late:
-                waiting += 1
-                writers.update(late)
+    for st in _watched(sessions):
+        watched += 1
+        late = _late(st, newest)
+        if late:
+            waiting += 1
+            writers.update(late)
     return waiting, watched, writers
 
 
 def all_delivered(sessions, newest: dict) -> bool:
-    for s in sessions:
-        if s.vanished:
-            continue
-        for st in s.subs.values():
-            spec = st.spec
-            want = newest.get((spec.table.key, spec.owner, spec.group), {})
-            if any(st.max_n.get(w, 0) < n for w, n in want.items()):
-                return False
-    return True
+    return not any(_late(st, newest) for st in _watched(sessions))
 
 
 def should_stop(*, delivered: bool, quiet_s: float, quiet_needed: float) -> bool:

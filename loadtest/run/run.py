@@ -283,6 +283,12 @@ class Run:
             gevent.sleep(0.1)
         self.flags["drain_seconds"] = round(time.time() - self.writing_stopped_at, 3)
 
+    def end_logs(self, t: float) -> None:
+        """Every arrival log ends here: what arrives later is not part of the record."""
+        for s in self.sessions:
+            for st in s.subs.values():
+                st.log.finished(t)
+
     def _read_counters(self) -> dict | None:
         """system.live changes per (user, subscription id), read while the listeners are still connected."""
         try:
@@ -323,10 +329,7 @@ class Run:
             self.stress.load_ended(self.writing_stopped_at)
         if not interrupted and self.sessions:
             self.drain()
-        now = time.time()
-        for s in self.sessions:
-            for st in s.subs.values():
-                st.log.finished(now)
+        self.end_logs(time.time())
         counters = self._read_counters() if self.sessions and not interrupted else None
         if self.stress is not None:
             self.stress.stop_sampling()

@@ -1,0 +1,1 @@
+"""One run: set-up, barrier, drain, the Record it hands on."""

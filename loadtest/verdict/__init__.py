@@ -1,0 +1,1 @@
+"""From a Record to the report and its files."""
