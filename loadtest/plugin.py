@@ -251,6 +251,14 @@ def _on_test_start(environment, **_kw):
     lt.start_observer()
 
 
+@events.test_stopping.add_listener
+def _on_test_stopping(environment, **_kw):
+    # before Locust kills the users: the writes in flight get their answers (Run.stop_writing)
+    run = environment.loadtest.run
+    if run is not None and not run.finished:
+        run.stop_writing()
+
+
 @events.test_stop.add_listener
 def _on_test_stop(environment, **_kw):
     lt = environment.loadtest

@@ -87,6 +87,8 @@ class Run:
         self.writing_started_at = None
         self.writing_stopped_at = None
         self.finished = False
+        self.writing_closed = False   # no new write starts (Locust is stopping); in-flight ones finish
+        self.writes_in_flight = 0
         self.record = None
         self.prov = None
         self.admin_http = None
@@ -317,10 +319,25 @@ class Run:
             log.warning("could not read system.stats: %s", exc)
             return None
 
+    def stop_writing(self, timeout: float = 10.0) -> None:
+        """No new write starts, and the ones in flight get their answer before Locust kills the writers: a
+        write cut off between send and answer would be left with an unknown outcome although the server
+        committed it (and its change would then be neither expected nor counted lost)."""
+        self.writing_closed = True
+        self.writers_may_start.set()
+        deadline = time.monotonic() + timeout
+        while self.writes_in_flight and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        if self.writes_in_flight:
+            log.warning("%d write(s) still unanswered after %.0fs: their outcome is unknown",
+                        self.writes_in_flight, timeout)
+
     def finish(self, interrupted: bool = False) -> Record | None:
         """The end of the run: stop the writers, drain, read the counters, close the sessions."""
         if self.finished:
             return self.record
+        if not interrupted:
+            self.stop_writing()
         self.finished = True
         self.writing_stopped_at = time.time()
         self.writers_may_start.set()  # release writers still waiting, so they end

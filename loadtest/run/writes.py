@@ -22,15 +22,20 @@ class Writer:
 
     @property
     def done(self) -> bool:
-        return self.run.finished
+        return self.run.finished or self.run.writing_closed
 
     def write(self) -> tuple[str, Exception | None]:
         """One write: (its statistics name, the error to report or None)."""
+        run = self.run
         table = self.gen.next_table()
-        ledger = self.run.ledgers[table]
+        ledger = run.ledgers[table]
         stmt = self.gen.next_write(table, ledger.next_wseq(self.account.user))
-        idx = ledger.begin(self.account.user, stmt.op, stmt.pk, stmt.values, owner=stmt.owner, group=stmt.group)
-        return stmt.name, classify(self.http, ledger, idx, self.gen, stmt)
+        run.writes_in_flight += 1   # Run.stop_writing waits for it
+        try:
+            idx = ledger.begin(self.account.user, stmt.op, stmt.pk, stmt.values, owner=stmt.owner, group=stmt.group)
+            return stmt.name, classify(self.http, ledger, idx, self.gen, stmt)
+        finally:
+            run.writes_in_flight -= 1
 
 
 def classify(http, ledger, idx: int, gen, stmt) -> Exception | None:
