@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +50,7 @@ def run_distributed(tmp_path, *args, workers: list | None = None, run_time: str 
                     master_host: str = "127.0.0.1", bind_host: str = "*") -> DistResult:
     """workers: one env dict per worker process (key "_prefix": a command prefix for that worker, e.g.
     ["ip", "netns", "exec", "ns1"] to run it in a network namespace). kill_worker: (index, seconds after
-    start) to SIGKILL. master_cmd_prefix / master_env: the same for the master."""
+    the master's writers start) to SIGKILL. master_cmd_prefix / master_env: the same for the master."""
     workers = workers if workers is not None else [{}, {}]
     stamp = time.monotonic_ns()
     report = Path(tmp_path) / f"verdict-{stamp}.json"
@@ -68,17 +69,33 @@ def run_distributed(tmp_path, *args, workers: list | None = None, run_time: str 
         cmd = list(wenv.pop("_prefix", [])) + loc + ["--worker", "--master-host", master_host, "--master-port", str(port)]
         wprocs.append(subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                        env=_env(wenv)))
+    lines: list[str] = []
+    writing = threading.Event()
+
+    def read_master():
+        for line in mproc.stdout:
+            lines.append(line)
+            if "writers start" in line:
+                writing.set()
+
+    reader = threading.Thread(target=read_master, daemon=True)
+    reader.start()
     try:
         if kill_worker is not None:
+            # counted from the master's "writers start", not from launch: on a busy machine the workers
+            # may take seconds to join, and a worker killed before it joined is not lost to the run
             index, after = kill_worker
-            time.sleep(after)
+            if writing.wait(timeout=90):
+                time.sleep(after)
             wprocs[index].send_signal(signal.SIGKILL)
         try:
-            out, _ = mproc.communicate(timeout=timeout)
+            mproc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             mproc.kill()
-            out, _ = mproc.communicate()
-            raise AssertionError(f"distributed run did not end within {timeout}s:\n{out[-4000:]}")
+            reader.join(timeout=10)
+            raise AssertionError(f"distributed run did not end within {timeout}s:\n{''.join(lines)[-4000:]}")
+        reader.join(timeout=10)
+        out = "".join(lines)
         wouts = []
         for p in wprocs:
             try:

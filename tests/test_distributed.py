@@ -252,7 +252,7 @@ def test_a_worker_with_an_offset_clock_is_measured_and_corrected(tmp_path):
 
 
 def test_a_killed_worker_makes_the_run_inconclusive_naming_it(tmp_path):
-    r = run_distributed(tmp_path, *LAT, workers=[{}, {}], kill_worker=(1, 4.0), run_time="7s")
+    r = run_distributed(tmp_path, *LAT, workers=[{}, {}], kill_worker=(1, 2.0), run_time="7s")
     assert r.report is not None, r.output[-3000:]
     dead = r.worker_pids[1]
     lost = r.dist["lost_workers"]
