@@ -309,7 +309,7 @@ def memory_growth(times: Sequence[float], values: Sequence[float], *, load_start
                   warmup_s: float = 30.0, baseline_s: float = 30.0, threshold_pct: float = 10.0,
                   smooth_n: int = 5, min_samples: int = 10, max_gap_s: float = 60.0,
                   min_duration_s: float = 0.0, fail_on_leak: bool = True, leak_k: float = 3.0,
-                  min_slope_mb_per_min: float = 0.5, id: str = "S1",
+                  min_slope_mb_per_min: float = 0.5, server_gone_at: float | None = None, id: str = "S1",
                   title: str = "server memory growth under load") -> dict:
     """Memory growth < ``threshold_pct`` over the baseline (see the module doc for the windows), and no
     leak (:func:`leak_estimate` on the steady part) when ``fail_on_leak``.  Use ``id="S2"``/``"SC-056"``
@@ -335,6 +335,12 @@ def memory_growth(times: Sequence[float], values: Sequence[float], *, load_start
     smoothed = [statistics.median(vs[i:i + width]) for i in range(len(vs) - width + 1)]
     peak = max(smoothed)
     end_level = baseline_level(ts, vs, load_end - baseline_s, load_end, min_samples=1)
+    if end_level is None or (server_gone_at is not None and server_gone_at < load_end):
+        # the server went away (or the monitor lost it) before the load ended: no end level to compare
+        gone = (f"server gone {server_gone_at - load_start:.1f} s into the load" if server_gone_at is not None
+                else f"no memory sample in the last {baseline_s:g} s of the load")
+        return _verdict(id, title, INCONCLUSIVE, f"{gone}: growth not measured to the end (peak {_mb(peak)})",
+                        None, thr, {"baseline_bytes": base, "peak_bytes": peak, "server_gone_at": server_gone_at})
     peak_pct = (peak - base) / base * 100.0
     end_pct = (end_level - base) / base * 100.0
     leak = leak_estimate(ts, vs, k=leak_k, min_slope_mb_per_min=min_slope_mb_per_min,
@@ -828,6 +834,7 @@ def degradation(*, requests: int, errors: Mapping[str, int] | None = None, slow:
                 disconnects: Sequence[tuple[float, str]] = (), listeners: int = 0,
                 mass_share: float = 0.25, mass_window_s: float = 5.0, lost_acked: int | None = None,
                 max_unanswered_share: float = 0.01, steps: Sequence[Mapping] | None = None,
+                crashed_at: float | None = None, load_start: float | None = None,
                 id: str = "S10", title: str = "graceful degradation past capacity") -> dict:
     """Under a load stepped past capacity the server may slow down and answer 429, but:
 
@@ -854,7 +861,12 @@ def degradation(*, requests: int, errors: Mapping[str, int] | None = None, slow:
                "lost_acked": lost_acked, "steps": list(steps or [])}
     if requests <= 0 and not crashed:
         return _verdict(id, title, INCONCLUSIVE, "no request was made", None, thr, details)
-    parts = ["server crashed" if crashed else "no crash",
+    when = ""
+    if crashed and crashed_at is not None:
+        when = (f" at {crashed_at - load_start:.1f} s into the load" if load_start is not None
+                else f" at t={crashed_at:.3f}")
+    details["crashed_at"] = crashed_at if crashed else None
+    parts = [f"server crashed{when}" if crashed else "no crash",
              f"{requests:,} requests: {rate_limited:,} rate-limited, {unanswered:,} other errors "
              f"({share * 100:.2f} %), {slow:,} slow",
              f"max {at_once}/{listeners} listeners disconnected within {mass_window_s:g} s",

@@ -19,15 +19,28 @@ def lost_total(r) -> int:
 def test_clean_run_passes_every_scenario_and_exits_zero(tmp_path):
     r = run_locust(tmp_path, "--reconnect-every", "2", "--reconnect-share", "0.5", run_time="8s")
     assert r.report is not None, r.output[-3000:]
-    assert r.failing == set(), {k: v["figure"] for k, v in r.scenarios.items()}
-    live = {k: v for k, v in r.scenarios.items() if k not in STRESS_IDS}
+    figures = {k: v["figure"] for k, v in r.scenarios.items()}
+    # GEN is judged in every run: when this machine was too busy for the generator, SC-054 (and only it)
+    # is not judged, the run says so and is inconclusive; otherwise everything passes
+    gen = r.scenarios["GEN"]
+    saturated = gen["details"]["saturated"]
+    assert gen["verdict"] == ("warning" if saturated else "pass"), gen
+    assert "CPU" in gen["figure"] and "event-loop lag p99" in gen["figure"]
+    assert r.failing == ({"SC-054"} if saturated else set()), figures
+    live = {k: v for k, v in r.scenarios.items() if k not in STRESS_IDS and k != "SC-054"}
     assert all(v["verdict"] == "pass" for v in live.values()), {k: v["verdict"] for k, v in live.items()}
     # without --stress the stress scenarios are listed as skipped, with the reason, and do not fail the run
-    stress = {k: v for k, v in r.scenarios.items() if k in STRESS_IDS}
-    assert set(stress) == set(STRESS_IDS)
+    stress = {k: v for k, v in r.scenarios.items() if k in STRESS_IDS and k != "GEN"}
+    assert set(stress) == set(STRESS_IDS) - {"GEN"}
     assert all(v["verdict"] == "skipped" and "not a stress profile" in v["figure"] for v in stress.values())
-    assert r.returncode == 0
-    assert r.report["summary"]["verdict"] == "pass"
+    if saturated:
+        assert r.returncode == 1 and r.report["summary"]["verdict"] == "inconclusive"
+        assert r.report["notes"][0].startswith("the load generator was saturated")
+        assert "not judged: load generator saturated" in r.scenarios["SC-054"]["figure"]
+    else:
+        assert r.returncode == 0 and r.report["summary"]["verdict"] == "pass", r.report["notes"]
+        assert r.verdict("SC-054") == "pass" and "OVERALL PASS" in r.output
+    assert r.report["figures"]["outage"] is None
     assert r.report["figures"]["resumes"] > 0
     assert r.stat("standin_notifications_sent") >= 1000
     # the generator's own lag, counted over every connection (reconnects included), apart from latency
@@ -35,7 +48,6 @@ def test_clean_run_passes_every_scenario_and_exits_zero(tmp_path):
     assert lag["frames"] >= r.report["figures"]["change_messages_received"]
     assert 0 <= lag["mean"] <= lag["max"]
     assert lost_total(r) == 0
-    assert "OVERALL PASS" in r.output
 
 
 def test_drop_is_caught_as_loss_with_the_exact_count(tmp_path):

@@ -218,8 +218,11 @@ class MasterRun(Run):
             except Exception:
                 log.exception("stress monitor")
         self._collect_results()
+        self.write_failures = sorted((t, kind) for w in self.workers.values()
+                                     for t, kind in w.meta.get("write_failures") or ())
         self.record = self.to_record(counters, results=self.remote_results, series_parts=self.remote_series,
-                                     distributed=self.distributed_report(), clock_error_bound_ms=self.clock_bound_ms())
+                                     distributed=self.distributed_report(), clock_error_bound_ms=self.clock_bound_ms(),
+                                     generator=self.busiest_generator())
         return self.record
 
     def close(self, report: dict | None = None) -> None:
@@ -266,6 +269,7 @@ class MasterRun(Run):
                 rs.forced_reconnects, rs.resumes, rs.malformed = s["forced_reconnects"], s["resumes"], s["malformed"]
                 rs.disconnect_log = s["disconnect_log"]
                 rs.lag_figures = tuple(s.get("lag") or (0, 0.0, 0.0))
+                rs.reconnects_refused = int(s.get("reconnects_refused") or 0)
                 rs.first_ready_at, rs.closed_at = s.get("first_ready_at"), s.get("closed_at")
                 sessions.append(rs)
         # every listener account claimed by a worker that sent nothing is accounted for above
@@ -283,6 +287,13 @@ class MasterRun(Run):
         e_w, e_l = err("writer"), err("listener")
         return {"sent": round((e_w + e_l) * 1000, 3), "ack": round((e_w + e_l) * 1000, 3),
                 "commit": round(e_l * 1000, 3)}
+
+    def busiest_generator(self) -> dict | None:
+        """The load generators are the workers: the one with the most event-loop lag (then CPU) speaks for
+        the run, named."""
+        gens = [dict(w.meta["generator"], where=f"worker {w.label}") for w in self.workers.values()
+                if w.meta.get("generator")]
+        return max(gens, key=lambda g: (g.get("loop_lag_p99_ms") or 0.0, g.get("cpu_fraction") or 0.0), default=None)
 
     def distributed_report(self) -> dict:
         """report["distributed"]: each worker, the lost ones, the clocks, the end handshake's timings."""
@@ -309,6 +320,7 @@ class MasterRun(Run):
                 "drain": w.answers.get("drained"),
                 "cpu_seconds": w.meta.get("cpu_seconds"), "max_rss_mb": w.meta.get("max_rss_mb"),
                 "reconcile_seconds": w.meta.get("reconcile_seconds"),
+                "generator": w.meta.get("generator"),
                 "listener_lag_ms": lag_figures([s.lag() for s in self.sessions if s.worker == w.node]),
             })
         lost = [{"node": w.node, "hostname": w.hostname, "pid": w.pid, "why": w.lost}
@@ -335,6 +347,7 @@ class RemoteSession:
         self.disconnects: dict = {}
         self.forced_reconnects = self.resumes = self.malformed = 0
         self.disconnect_log: list = []
+        self.reconnects_refused = 0
         self.lag_figures = (0, 0.0, 0.0)
         self.first_ready_at = self.closed_at = None   # on the master's clock
 

@@ -95,6 +95,7 @@ class WorkerRun(Run):
     def go(self, t) -> None:
         if not self.writers_may_start.is_set():
             self.writing_started_at = _now()
+            self.generator.start()
             self.writers_may_start.set()
 
     # ---- accounts ------------------------------------------------------------------------
@@ -211,6 +212,7 @@ class WorkerRun(Run):
         self.writers_may_start.set()
         if self.writing_stopped_at is None:
             self.writing_stopped_at = _now()
+        self.generator.stop()
         # writes in flight get their answer (a user Locust killed mid-write never will)
         deadline = _now() + 12.0
         while _now() < deadline and self.env.runner.user_count > 0:
@@ -287,11 +289,14 @@ class WorkerRun(Run):
                              "disconnects": {str(k): v for k, v in s.disconnects.items()},
                              "forced_reconnects": s.forced_reconnects, "resumes": s.resumes,
                              "malformed": s.malformed, "disconnect_log": dlog, "lag": list(s.lag()),
+                             "reconnects_refused": s.reconnects_refused,
                              "first_ready_at": on_master(s.first_ready_at), "closed_at": on_master(s.closed_at)})
         ru = resource.getrusage(resource.RUSAGE_SELF)
         meta = {"cpu_seconds": round(ru.ru_utime + ru.ru_stime, 2), "max_rss_mb": round(ru.ru_maxrss / 1024, 1),
                 "reconcile_seconds": round(time.perf_counter() - t0, 3),
-                "discarded": sum(getattr(s, "discarded", 0) for s in self.sessions)}
+                "discarded": sum(getattr(s, "discarded", 0) for s in self.sessions),
+                "generator": self.generator.stop(),
+                "write_failures": [[t + self.theta, kind] for t, kind in self.write_failures]}
         header = {"results": results, "sessions": sessions, "meta": meta, "series": series.to_wire()}
         if self.tally is not None:
             header["tally"] = self.tally.to_wire(shift=self.theta)

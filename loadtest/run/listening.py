@@ -67,6 +67,7 @@ class ListenerSession:
         self.forced_reconnects = 0
         self.resumes = 0
         self.malformed = 0
+        self.reconnects_refused = 0   # resume attempts the server refused to connect (an outage's evidence)
         self.connected_at = None
         # the harness's own lag (arrival, kernel stamp, to event) of the connections closed so far
         self._lag_frames = 0
@@ -258,6 +259,8 @@ class ListenerSession:
                 self.resumes += 1
                 return True
             except (KalamError, ConnectError, TimeoutError, ConnectionError, OSError) as exc:
+                if isinstance(exc, (ConnectError, ConnectionError)):
+                    self.reconnects_refused += 1
                 log.warning("listener %s: resume attempt %d failed: %s", self.account.user, attempt + 1, exc)
                 gevent.sleep(delay)
                 delay = min(delay * 2, 3.0)

@@ -33,3 +33,5 @@ class Record:
     distributed: dict | None = None   # the master's view of its workers (report["distributed"])
     clock_error_bound_ms: dict | None = None           # per latency start point, distributed only
     server: dict | None = None        # the server the run used: kind, version, log_path (when known)
+    generator: dict | None = None     # the load generator's health (loadtest.run.generator); a master's: its busiest worker's
+    write_failures: list = field(default_factory=list)  # (t, "refused" | "unknown"): writes the server did not answer

@@ -31,6 +31,7 @@ from . import drain
 from . import provision as prov_mod
 from .listening import ListenerSession
 from .locuststats import DeliveryStats
+from .generator import GeneratorProbe
 from .pacing import TokenBucket
 from .record import Record
 from .stress import StressRecorder
@@ -89,6 +90,8 @@ class Run:
         self.finished = False
         self.writing_closed = False   # no new write starts (Locust is stopping); in-flight ones finish
         self.writes_in_flight = 0
+        self.write_failures: list = []   # (t, "refused" | "unknown"): the outage evidence (checks.evidence)
+        self.generator = GeneratorProbe()
         self.record = None
         self.prov = None
         self.admin_http = None
@@ -258,6 +261,7 @@ class Run:
         if not self.writers_may_start.is_set():
             log.info("writers start: %s", why)
             self.writing_started_at = time.time()
+            self.generator.start()
             if self.stress is not None:
                 self.stress.load_started(self.writing_started_at)
             self.writers_may_start.set()
@@ -317,6 +321,7 @@ class Run:
             return {r["metric_name"]: r["metric_value"] for r in res.dicts()}
         except Exception as exc:
             log.warning("could not read system.stats: %s", exc)
+            self.flags["stats_error"] = str(exc)
             return None
 
     def stop_writing(self, timeout: float = 10.0) -> None:
@@ -338,6 +343,7 @@ class Run:
             return self.record
         if not interrupted:
             self.stop_writing()
+        self.generator.stop()
         self.finished = True
         self.writing_stopped_at = time.time()
         self.writers_may_start.set()  # release writers still waiting, so they end
@@ -368,7 +374,8 @@ class Run:
                       ledgers=self.ledgers, sessions=list(self.sessions), flags=self.flags,
                       failed_listeners=list(self.failed_listeners), started_at=self.started_at,
                       writing_started_at=self.writing_started_at, writing_stopped_at=self.writing_stopped_at,
-                      counters=counters, server_stats_at_end=self.server_stats_at_end, stress=self.stress, **extra)
+                      counters=counters, server_stats_at_end=self.server_stats_at_end, stress=self.stress,
+                      write_failures=list(self.write_failures), **{"generator": self.generator.figures, **extra})
 
     def close(self, report: dict | None = None) -> None:
         """After the verdict: remove the run's namespace and users (--cleanup)."""

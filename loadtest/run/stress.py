@@ -364,7 +364,7 @@ class StressRecorder:
         s1 = st.memory_growth(rss_t, rss_v, load_start=ls, load_end=le, warmup_s=o.warmup,
                               baseline_s=o.baseline_window, threshold_pct=o.memory_growth_pct,
                               min_slope_mb_per_min=o.leak_slope_mb_per_min, max_gap_s=max(60.0, 5 * o.monitor_interval),
-                              id="S1", title=TITLES["S1"])
+                              server_gone_at=mon.server_gone_at, id="S1", title=TITLES["S1"])
         inserted, per_writer = self._inserts(record.ledgers)
         fewest = min(per_writer.values()) if per_writer else 0
         s1["details"]["rows_inserted"] = inserted
@@ -459,7 +459,8 @@ class StressRecorder:
             requests=self.tally.requests, errors=dict(self.tally.errors), slow=slow, slow_ms=o.query_p95_ms,
             server_crashed=gone, health_ok_after=self.health_ok_after,
             disconnects=[(d["t"], d["listener"]) for d in unexpected], listeners=o.listeners,
-            lost_acked=lost if not run.flags.get("interrupted") else None, title=TITLES["S10"])
+            lost_acked=lost if not run.flags.get("interrupted") else None,
+            crashed_at=mon.server_gone_at, load_start=ls, title=TITLES["S10"])
         if gone or self.health_ok_after is False:
             out["S10"]["details"]["server_gone_at"] = mon.server_gone_at
             out["S10"]["details"]["health_error"] = self.health_error

@@ -33,7 +33,10 @@ class Writer:
         run.writes_in_flight += 1   # Run.stop_writing waits for it
         try:
             idx = ledger.begin(self.account.user, stmt.op, stmt.pk, stmt.values, owner=stmt.owner, group=stmt.group)
-            return stmt.name, classify(self.http, ledger, idx, self.gen, stmt)
+            exc = classify(self.http, ledger, idx, self.gen, stmt)
+            if isinstance(exc, (ConnectError, OutcomeUnknown)):   # the server was not there to answer
+                run.write_failures.append((time.time(), "refused" if isinstance(exc, ConnectError) else "unknown"))
+            return stmt.name, exc
         finally:
             run.writes_in_flight -= 1
 

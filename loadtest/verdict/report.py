@@ -10,20 +10,9 @@ SCHEMA = "kalamdb-loadtest/verdict/v1"
 FAILING = ("fail", "inconclusive")
 
 
-def overall(scenarios: dict) -> tuple[str, int]:
-    """The run's verdict and exit code: any fail → fail; else any inconclusive → inconclusive."""
-    verdicts = [s["verdict"] for s in scenarios.values()]
-    if not verdicts:
-        return "inconclusive", 1
-    if "fail" in verdicts:
-        return "fail", 1
-    if "inconclusive" in verdicts:
-        return "inconclusive", 1
-    return "pass", 0
-
-
-def build(run_info: dict, scenarios: dict, figures: dict, subscriptions: list, notes: list) -> dict:
-    verdict, code = overall(scenarios)
+def build(run_info: dict, scenarios: dict, figures: dict, subscriptions: list, notes: list, *, verdict: str) -> dict:
+    """verdict: the run's, from checks.evidence.judge_run (exit code 0 only for pass)."""
+    code = 0 if verdict == "pass" else 1
     counts: dict = {}
     for s in scenarios.values():
         counts[s["verdict"]] = counts.get(s["verdict"], 0) + 1

@@ -8,6 +8,7 @@ import logging
 import resource
 import time
 
+from checks.evidence import Evidence, GeneratorHealth, find_outage, judge_run
 from checks.verifier import Thresholds, reconcile, verdicts
 
 from ..run.stress import STRESS_IDS, TITLES, skipped_verdicts
@@ -67,10 +68,8 @@ def verify(run) -> dict:
                  "ledger_partial": bool(flags.get("interrupted") or flags.get("setup_error") or flags.get("ledger_partial")),
                  "missing_listeners": missing}
     scen = {}
-    if flags.get("setup_error"):
-        notes = [f"set-up failed: {flags['setup_error']}"]
-    else:
-        notes = []
+    notes = []
+    if not flags.get("setup_error"):
         v = verdicts(list(run.ledgers.values()), results, counters, run_flags, thresholds_from(o, run.accepted_known))
         scen = {k: x.to_dict() for k, x in v.items()}
         if run.stress is not None:
@@ -84,12 +83,6 @@ def verify(run) -> dict:
                                  "threshold": None, "details": {}}
         else:
             scen.update(skipped_verdicts())
-    if flags.get("interrupted"):
-        notes.append("run interrupted (Ctrl-C / SIGTERM / set-up failure): evidence is partial")
-        for x in scen.values():
-            if x["verdict"] == "pass":
-                x["verdict"] = "inconclusive"
-                x["figure"] += " (run interrupted)"
     if flags.get("barrier_timed_out"):
         notes.append("start barrier timed out: some listeners subscribed after writers started")
     for m in missing:
@@ -112,6 +105,7 @@ def verify(run) -> dict:
         "resumes": sum(s.resumes for s in run.sessions),
         "malformed_frames": sum(s.malformed for s in run.sessions),
         "listener_lag_ms": lag_figures([s.lag() for s in run.sessions]),
+        "generator": run.generator,
         "generator_cpu_seconds": round(ru.ru_utime + ru.ru_stime, 2),
         "generator_max_rss_mb": round(ru.ru_maxrss / 1024, 1),
         "verification_seconds": None,
@@ -134,16 +128,16 @@ def verify(run) -> dict:
     }
     if run.stress is not None:
         run_info["stress"] = _stress_settings(o)
-        gen = scen.get("GEN", {})
-        if gen.get("verdict") == "warning":
-            notes.append(f"load generator saturated: {gen.get('figure')} — latency figures (S6, SC-054) "
-                         "may include this process's backlog (its sockets back up)")
     if run.server is not None:
         run_info["server"] = run.server
+    evidence = evidence_of(run, scen, figures["listener_lag_ms"])
+    figures["outage"] = evidence.outage.to_dict() if evidence.outage is not None else None
     if run.distributed is not None:
         _distributed_rules(run, scen, notes)
+    judged = judge_run(scen, evidence)
     figures["verification_seconds"] = round(time.time() - t0, 3)
-    rep = report_mod.build(run_info, scen, figures, [r.to_dict() for r in results], notes)
+    rep = report_mod.build(run_info, judged.scenarios, figures, [r.to_dict() for r in results],
+                           judged.notes + notes, verdict=judged.verdict)
     if run.distributed is not None:
         rep["distributed"] = run.distributed
     if run.stress is not None:
@@ -155,25 +149,47 @@ def verify(run) -> dict:
     return rep
 
 
-def _distributed_rules(run, scen: dict, notes: list) -> None:
-    """A lost worker's evidence is missing; SC-054 is not judged when the clocks' error bound is wider
-    than its threshold (latency from sent/ack compares a writer's clock with a listener's)."""
-    o = run.options
-    for x in run.distributed.get("lost_workers", ()):
-        notes.append(f"worker {x['node']} (host {x['hostname']}, pid {x['pid']}) lost: {x['why']} — "
-                     "its evidence is missing, no scenario can pass")
+def evidence_of(run, scen: dict, listener_lag: dict) -> Evidence:
+    """What the run itself says about its evidence (checks.evidence judges it): interrupted, set-up,
+    lost workers, a server outage, the load generator's health (GEN, in every run), the clocks."""
+    o, flags = run.options, run.flags
+    t0 = run.writing_started_at or run.started_at
+    unexpected = [(d["t"], d.get("code")) for s in run.sessions for d in s.disconnect_log
+                  if not d.get("expected") and d.get("t") is not None and d.get("code") in (1006, None, "1006")]
+    outage = None
+    if not flags.get("setup_error"):
+        outage = find_outage(run.write_failures, unexpected, len(run.sessions),
+                             reconnects_refused=sum(getattr(s, "reconnects_refused", 0) for s in run.sessions),
+                             counters_unreadable=bool(flags.get("counters_error")),
+                             stats_unreadable=bool(flags.get("stats_error")),
+                             end=run.writing_stopped_at)
+    g = run.generator or {}
+    health = GeneratorHealth(cpu_fraction=g.get("cpu_fraction"), loop_lag_p99_ms=g.get("loop_lag_p99_ms"),
+                             loop_lag_max_ms=g.get("loop_lag_max_ms"), listener_lag_mean_ms=listener_lag.get("mean"),
+                             where=g.get("where", "this process"))
+    saturated = health.figure() if health.saturated else None
+    if run.stress is None:
+        scen["GEN"] = health.verdict()
+    elif scen.get("GEN", {}).get("verdict") == "warning":   # the stress monitor's CPU samples say so too
+        saturated = saturated or scen["GEN"]["figure"]
+    lost = [f"worker {x['node']} (host {x['hostname']}, pid {x['pid']}) lost: {x['why']}"
+            for x in (run.distributed or {}).get("lost_workers", ())]
+    bound = None
     bound_ms = run.clock_error_bound_ms or {}
-    judged = o.latency_from
-    sc = scen.get("SC-054")
-    if sc is not None and sc.get("verdict") in ("pass", "fail") and judged in bound_ms:
-        sc.setdefault("details", {})["clock_error_bound_ms"] = bound_ms
-        if bound_ms[judged] > o.latency_threshold_ms:
-            sc["verdict"] = "inconclusive"
-            sc["figure"] += (f" — clock error bound ±{bound_ms[judged]:.1f} ms exceeds the "
-                             f"{o.latency_threshold_ms:g} ms threshold: not judged")
-            notes.append(f"SC-054 not judged: latency from {judged} compares clocks of different "
-                         f"machines known only to ±{bound_ms[judged]:.1f} ms")
-    if judged == "commit":
+    if o.latency_from in bound_ms:
+        if "SC-054" in scen:
+            scen["SC-054"].setdefault("details", {})["clock_error_bound_ms"] = bound_ms
+        if bound_ms[o.latency_from] > o.latency_threshold_ms:
+            bound = (f"latency from {o.latency_from} compares clocks of different machines known only to "
+                     f"±{bound_ms[o.latency_from]:.1f} ms, more than the {o.latency_threshold_ms:g} ms threshold")
+    return Evidence(interrupted=bool(flags.get("interrupted")), setup_error=flags.get("setup_error"),
+                    workers_lost=lost, outage=outage, generator_saturated=saturated,
+                    clock_bound_exceeded=bound, t0=t0)
+
+
+def _distributed_rules(run, scen: dict, notes: list) -> None:
+    """What a distributed run's report says about its clocks."""
+    if run.options.latency_from == "commit":
         notes.append("latency from commit compares the server's _seq time with listener clocks put on the "
                      "master's clock: it assumes the server's clock is the master's")
 

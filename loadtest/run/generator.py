@@ -1,0 +1,54 @@
+"""The load generator's own health over the writing window: its CPU and how late its event loop wakes.
+
+A gevent process runs on one core. When that core is full, or the machine is busy with other work, the
+event loop wakes late: writes are stamped "sent" before they leave and frames wait to be read, so the
+latency it measures includes its own queueing. checks.evidence.GeneratorHealth judges these figures.
+"""
+from __future__ import annotations
+
+import resource
+import time
+
+import gevent
+
+STEP_S = 0.05   # the heartbeat's sleep: how late it wakes is the loop's lag
+
+
+def cpu_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+class GeneratorProbe:
+    def __init__(self):
+        self._t0 = self._cpu0 = None
+        self._lags: list[float] = []
+        self._beat = None
+        self.figures: dict | None = None
+
+    def start(self) -> None:
+        if self._t0 is None:
+            self._t0, self._cpu0 = time.perf_counter(), cpu_seconds()
+            self._beat = gevent.spawn(self._heartbeat)
+
+    def _heartbeat(self) -> None:
+        while True:
+            t = time.perf_counter()
+            gevent.sleep(STEP_S)
+            self._lags.append(max(0.0, time.perf_counter() - t - STEP_S) * 1000.0)
+
+    def stop(self) -> dict | None:
+        """{"cpu_fraction", "loop_lag_p99_ms", "loop_lag_max_ms", "seconds", "samples"}, the first call
+        fixes them (None when writing never started)."""
+        if self.figures is not None or self._t0 is None:
+            return self.figures
+        if self._beat is not None:
+            self._beat.kill(block=False)
+        span = max(1e-9, time.perf_counter() - self._t0)
+        lags = sorted(self._lags)
+        self.figures = {
+            "cpu_fraction": round((cpu_seconds() - self._cpu0) / span, 3),
+            "loop_lag_p99_ms": round(lags[min(len(lags) - 1, int(len(lags) * 0.99))], 2) if lags else None,
+            "loop_lag_max_ms": round(lags[-1], 2) if lags else None,
+            "seconds": round(span, 3), "samples": len(lags)}
+        return self.figures

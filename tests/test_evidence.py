@@ -1,0 +1,89 @@
+"""checks.evidence: the outage finder, the generator's health and the run's verdict rule, as pure functions."""
+from __future__ import annotations
+
+from checks.evidence import Evidence, GeneratorHealth, Outage, find_outage, judge_run
+
+
+def sc(verdict, figure="x"):
+    return {"verdict": verdict, "figure": figure, "details": {}}
+
+
+CLEAN = {"L1": sc("pass"), "L4": sc("pass"), "L7": sc("pass"), "SC-054": sc("pass"), "S1": sc("skipped"),
+         "GEN": sc("pass")}
+
+
+def test_a_clean_run_passes():
+    j = judge_run(CLEAN, Evidence())
+    assert (j.verdict, j.exit_code, j.notes) == ("pass", 0, [])
+
+
+def test_interrupted_run_is_inconclusive_and_keeps_only_proven_delivery_fails():
+    scen = dict(CLEAN, L4=sc("fail", "3 lost"), L7=sc("fail"), **{"SC-054": sc("fail")})
+    j = judge_run(scen, Evidence(interrupted=True))
+    assert {k: v["verdict"] for k, v in j.scenarios.items()} == {
+        "L1": "inconclusive", "L4": "fail", "L7": "inconclusive", "SC-054": "inconclusive", "S1": "skipped",
+        "GEN": "inconclusive"}
+    assert j.verdict == "fail" and j.exit_code == 1
+    assert j.notes == ["run interrupted (Ctrl-C / SIGTERM): evidence is partial"]
+    assert scen["L7"]["verdict"] == "fail"   # the input is not changed
+    # nothing proven: inconclusive, never pass, never a latency fail
+    j2 = judge_run(dict(CLEAN, **{"SC-054": sc("fail")}), Evidence(interrupted=True))
+    assert j2.verdict == "inconclusive" and "pass" not in {v["verdict"] for v in j2.scenarios.values()}
+    assert "would fail" in j2.scenarios["SC-054"]["figure"]
+
+
+def test_a_lost_worker_or_a_set_up_failure_is_inconclusive():
+    j = judge_run(CLEAN, Evidence(workers_lost=["worker w1 (host h, pid 7) lost: no heartbeat"]))
+    assert j.verdict == "inconclusive" and "worker w1" in j.notes[0]
+    j = judge_run({}, Evidence(setup_error="ConnectError: refused"))
+    assert j.verdict == "inconclusive" and j.notes == ["set-up failed: ConnectError: refused"]
+
+
+def test_an_outage_keeps_the_crash_fail_of_s10_and_names_itself_first():
+    o = Outage(start=105.0, seconds=2.5, writes_refused=254, writes_unknown=3, listeners_disconnected=3)
+    scen = dict(CLEAN, S10=sc("fail", "server crashed"), S1=sc("fail"))
+    j = judge_run(scen, Evidence(outage=o, t0=100.0))
+    assert j.notes[0] == ("server unreachable from 5.0 s into the run for 2.5 s: 254 write(s) refused, "
+                          "3 with unknown outcome, 3 listener(s) disconnected")
+    assert j.scenarios["S10"]["verdict"] == "fail" and j.scenarios["S1"]["verdict"] == "inconclusive"
+    assert j.verdict == "fail"
+    # an outage the run survived without loss is still not a pass
+    assert judge_run(CLEAN, Evidence(outage=o)).verdict == "inconclusive"
+
+
+def test_nothing_exercised_is_inconclusive():
+    j = judge_run({"L1": sc("skipped"), "S1": sc("skipped"), "GEN": sc("pass")}, Evidence())
+    assert j.verdict == "inconclusive"
+    assert j.notes == ["no scenario was exercised (every one skipped): nothing was verified"]
+
+
+def test_a_saturated_generator_makes_latency_inconclusive_and_only_latency():
+    j = judge_run(dict(CLEAN, **{"SC-054": sc("fail", "p99 90 ms")}), Evidence(generator_saturated="CPU 97 %"))
+    assert {k for k, v in j.scenarios.items() if v["verdict"] != CLEAN[k]["verdict"]} == {"SC-054"}
+    assert j.scenarios["SC-054"]["verdict"] == "inconclusive"
+    assert j.scenarios["SC-054"]["details"]["would_be"] == "fail"
+    assert j.verdict == "inconclusive" and j.notes[0].startswith("the load generator was saturated (CPU 97 %)")
+
+
+def test_generator_health_thresholds():
+    assert not GeneratorHealth(cpu_fraction=0.5, loop_lag_p99_ms=2.0).saturated
+    assert GeneratorHealth(cpu_fraction=0.95, loop_lag_p99_ms=2.0).saturated
+    assert GeneratorHealth(cpu_fraction=0.2, loop_lag_p99_ms=25.0).saturated
+    assert GeneratorHealth(cpu_fraction=0.2, loop_lag_p99_ms=25.0).verdict()["verdict"] == "warning"
+    assert GeneratorHealth().verdict()["verdict"] == "skipped"
+    assert GeneratorHealth(cpu_fraction=0.2, loop_lag_p99_ms=1.0).verdict()["verdict"] == "pass"
+
+
+def test_find_outage():
+    assert find_outage([], [], 3, end=10.0) is None
+    # one listener dropped alone is not an outage; three of three together are
+    assert find_outage([], [(5.0, 1006)], 3, end=10.0) is None
+    assert find_outage([(5.0, "unknown")], [], 3, end=10.0) is None   # a timeout: slow, not gone
+    o = find_outage([(5.2, "refused"), (6.0, "refused"), (5.1, "unknown")], [(5.0, 1006), (5.1, 1006), (5.3, 1006)],
+                    3, end=10.0)
+    assert (o.start, o.seconds, o.writes_refused, o.writes_unknown, o.listeners_disconnected) == (5.0, 1.0, 2, 1, 3)
+    # the end-of-run reads failing: it lasted to the end
+    o = find_outage([(5.0, "refused")], [], 3, counters_unreadable=True, end=10.0)
+    assert o.seconds is None and o.counters_unreadable
+    assert "until the end of the run" in o.text(0.0)
+    assert find_outage([], [], 3, reconnects_refused=2, end=10.0).reconnects_refused == 2
