@@ -1,7 +1,9 @@
 """Command-line options of the load test (also settable in locust.conf and shown in the web UI's form)."""
 from __future__ import annotations
 
-from .run.workloads import BOTH, WORKLOAD_CHOICES
+from standin.faults import FaultError, parse_cli_fault
+
+from .run.workloads import BOTH, WORKLOAD_CHOICES, OpMix
 
 KNOWN_BEHAVIOURS = ("resume-deletes-not-replayed", "queue-drops")
 
@@ -132,3 +134,49 @@ def parse_accept_known(text: str) -> frozenset:
     if unknown:
         raise ValueError(f"--accept-known: unknown behaviour(s) {sorted(unknown)}; known: {KNOWN_BEHAVIOURS}")
     return names
+
+
+# (lowest, highest, lowest allowed itself): the values an option may take; argparse checked the type
+_RANGES = {
+    "writers": (0, None, True), "listeners": (0, None, True), "readers": (0, None, True),
+    "write_rate": (0, None, True), "reader_rate": (0, None, False), "stream_tokens": (0, None, True),
+    "payload_bytes": (0, None, True), "snapshot_batch_size": (0, 999, True),
+    "reconnect_every": (0, None, True), "reconnect_pause": (0, None, True), "reconnect_share": (0, 1, True),
+    "barrier_timeout": (0, None, False), "drain_timeout": (0, None, True), "drain_quiet": (0, None, True),
+    "auth_rate": (0, None, False), "latency_threshold_ms": (0, None, False), "latency_quantile": (0, 1, False),
+    "min_high_frequency": (0, None, True), "monitor_interval": (0, None, False), "warmup": (0, None, True),
+    "baseline_window": (0, None, False), "release_window": (0, None, True), "memory_growth_pct": (0, None, False),
+    "memory_release_pct": (0, None, False), "leak_slope_mb_per_min": (0, None, True),
+    "rows_per_writer": (0, None, True), "sustained_min_duration": (0, None, True),
+    "cpu_threshold_pct": (0, None, False), "cpu_cores": (0, None, True), "target_write_rate": (0, None, True),
+    "query_p95_ms": (0, None, False), "flush_every": (0, None, True), "stall_seconds": (0, None, False),
+    "storage_bound_mb": (0, None, False), "uptime_min_notifications": (0, None, True), "uptime_min": (0, 1, True),
+    "leak_probe": (0, None, True), "leak_grace": (0, None, True), "live_verify_interval": (0, None, True),
+    "progress_interval": (0, None, True),
+}
+
+
+def option_errors(o) -> list[str]:
+    """Every option value that cannot be used, as "--name: why" (checked before anything starts)."""
+    errors = []
+    for name, (low, high, low_ok) in _RANGES.items():
+        v = getattr(o, name, None)
+        if v is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if v != v or (low is not None and (v < low or (v == low and not low_ok))) or (high is not None and v > high):
+            bounds = (f"{'≥' if low_ok else '>'} {low}" + (f" and ≤ {high}" if high is not None else ""))
+            errors.append(f"{flag}: {v!r} is out of range (must be {bounds})")
+    for flag, parse, value in (("--op-mix", OpMix.parse, getattr(o, "op_mix", None)),
+                               ("--accept-known", parse_accept_known, getattr(o, "accept_known", None))):
+        if value is not None:
+            try:
+                parse(value)
+            except ValueError as exc:
+                errors.append(f"{flag}: {str(exc).removeprefix(flag + ': ')}")
+    for item in getattr(o, "standin_fault", None) or []:
+        try:
+            parse_cli_fault(item)
+        except (FaultError, ValueError) as exc:
+            errors.append(f"--standin-fault {item!r}: {exc}")
+    return errors

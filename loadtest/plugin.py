@@ -10,9 +10,11 @@ The end of a run is a sequence of calls that return values (``LoadTest.conclude`
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import secrets
 import signal
+import sys
 from pathlib import Path
 
 import gevent
@@ -25,7 +27,7 @@ from users import ListenerUser, ReaderUser, WriterUser
 from .distributed import hooks
 from .distributed.master import Coordinator, MasterRun
 from .distributed.worker import WorkerAgent
-from .options import add_arguments
+from .options import add_arguments, option_errors
 from .run.run import AdminCredentials, Run
 from .verdict.files import series_or_empty, write_files, write_json
 from .verdict.report import print_verdict
@@ -78,6 +80,9 @@ class LoadTest:
         proc.__enter__()
         log.info("no --host given: started the built-in KalamDB stand-in at %s (pid %s)", proc.url, proc.pid)
         self.server = proc
+        # in its own process group (Ctrl-C does not reach it), so stopped here on every way out, also
+        # where Locust exits without its quitting event (a master that gave up waiting for workers)
+        atexit.register(self.stop_server)
         self.admin = AdminCredentials("root", root_password)
         self.env.host = proc.url
         o.host = proc.url
@@ -154,9 +159,12 @@ class LoadTest:
                         s.close()
                     except Exception:
                         pass
-            if self.server is not None:
-                self.server.__exit__(None, None, None)
-                self.server = None
+            self.stop_server()
+
+    def stop_server(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            server.__exit__(None, None, None)
 
     # ---- events without the environment (bound at init) ------------------------------------------------
     def on_request(self, **kw) -> None:
@@ -217,6 +225,11 @@ def _on_init(environment, web_ui=None, **_kw):
     o = environment.parsed_options
     if o is None:
         return
+    errors = option_errors(o)
+    if errors:   # like argparse: the option's name, exit 2, before anything starts
+        for e in errors:
+            print(f"locust: error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2)
     WriterUser.fixed_count = o.writers
     ListenerUser.fixed_count = o.listeners
     ReaderUser.fixed_count = o.readers

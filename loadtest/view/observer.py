@@ -460,7 +460,8 @@ class VerifierProcess:
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.timeout = timeout
         self.proc = gsp.Popen([sys.executable, "-m", "loadtest.view.verifier_process"], cwd=root, env=env,
-                              stdin=gsp.PIPE, stdout=gsp.PIPE, stderr=None, close_fds=True)
+                              stdin=gsp.PIPE, stdout=gsp.PIPE, stderr=None, close_fds=True,
+                              start_new_session=True)   # the terminal's Ctrl-C is for the load test, not for it
 
     def call(self, frame: bytes) -> dict:
         with gevent.Timeout(self.timeout, TimeoutError(f"live verifier gave no answer in {self.timeout:.0f} s")):
