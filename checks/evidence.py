@@ -198,6 +198,8 @@ def judge_run(scenarios: Mapping[str, dict], ev: Evidence) -> Judged:
         proven = DELIVERY + (OUTAGE_PROVES if ev.outage is not None else ())
         why = "; ".join(_short(x) for x in incomplete)
         for sid, x in scen.items():
+            if sid == "GEN":   # the generator's own health: true whatever happened to the server
+                continue
             if x["verdict"] == PASS or (x["verdict"] == FAIL and sid not in proven):
                 was = x["verdict"]
                 x["verdict"] = INCONCLUSIVE

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ class RunResult:
     returncode: int
     report: dict | None
     output: str
+    ended_s: float | None = None   # seconds from the interrupt to the process's exit
 
     @property
     def scenarios(self) -> dict:
@@ -39,6 +41,17 @@ class RunResult:
         return {k for k, v in self.scenarios.items() if v["verdict"] == "fail"}
 
     @property
+    def saturated(self) -> bool:
+        """The run's GEN said the load generator was saturated (this machine too busy): SC-054 is then
+        inconclusive by rule (checks.evidence), and a clean run is inconclusive instead of pass."""
+        return self.scenarios["GEN"]["verdict"] == "warning"
+
+    @property
+    def clean_exit(self) -> tuple:
+        """What a clean run must end with: (exit code, SC-054's verdict)."""
+        return (1, "inconclusive") if self.saturated else (0, "pass")
+
+    @property
     def stats(self) -> dict:
         return self.report["run"]["server_stats_at_end"] or {}
 
@@ -47,7 +60,11 @@ class RunResult:
 
 
 def run_locust(tmp_path, *args, faults: dict | None = None, run_time: str = "6s", small: bool = True,
-               env: dict | None = None, timeout: float = 120, interrupt_after: float | None = None) -> RunResult:
+               env: dict | None = None, timeout: float = 120, interrupt_after: float | None = None,
+               interrupt_group: bool = False, interrupt_when: str | None = None) -> RunResult:
+    """interrupt_after: seconds after the start (or after the first output line containing
+    ``interrupt_when``) to send SIGINT; interrupt_group: to the whole process group, as a terminal's
+    Ctrl-C does (the load test then runs in a session of its own)."""
     stamp = time.monotonic_ns()
     report = Path(tmp_path) / f"verdict-{stamp}.json"
     cmd = [sys.executable, "-m", "locust", "-f", str(REPO / "locustfile.py"), "--config", str(REPO / "locust.conf"),
@@ -63,19 +80,47 @@ def run_locust(tmp_path, *args, faults: dict | None = None, run_time: str = "6s"
     full_env = dict(os.environ)
     full_env.pop("KALAMDB_ADMIN_PASSWORD", None)
     full_env.update(env or {})
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env,
+                            start_new_session=interrupt_group)
+    lines: list[str] = []
+    seen = threading.Event()
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+            if interrupt_when is not None and interrupt_when in line:
+                seen.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    ended_s = None
     try:
         if interrupt_after is not None:
+            if interrupt_when is not None:
+                seen.wait(timeout=timeout)
             try:
-                out, _ = proc.communicate(timeout=interrupt_after)
+                proc.wait(timeout=interrupt_after)
             except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGINT)
-                out, _ = proc.communicate(timeout=timeout)
+                t_int = time.monotonic()
+                if interrupt_group:
+                    os.killpg(proc.pid, signal.SIGINT)
+                else:
+                    proc.send_signal(signal.SIGINT)
+                proc.wait(timeout=timeout)
+                ended_s = time.monotonic() - t_int
         else:
-            out, _ = proc.communicate(timeout=timeout)
+            proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, _ = proc.communicate()
-        raise AssertionError(f"locust run did not end within {timeout}s:\n{out[-4000:]}")
+        reader.join(timeout=10)
+        raise AssertionError(f"locust run did not end within {timeout}s:\n{''.join(lines)[-4000:]}")
+    finally:
+        if interrupt_group:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)   # whatever the run left in its group
+            except ProcessLookupError:
+                pass
+    reader.join(timeout=10)
+    out = "".join(lines)
     data = json.loads(report.read_text()) if report.exists() else None
-    return RunResult(proc.returncode, data, out)
+    return RunResult(proc.returncode, data, out, ended_s)

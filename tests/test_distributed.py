@@ -44,8 +44,9 @@ def events_writes(r, *outcomes: str) -> int:
 def check_clean(r, listeners: int = 6) -> None:
     assert r.report is not None, r.output[-3000:]
     assert r.failing == set(), {k: v["figure"] for k, v in r.scenarios.items() if v["verdict"] == "fail"}
-    assert {k: r.verdict(k) for k in LIVE} == {k: "pass" for k in LIVE}, r.output[-3000:]
-    assert r.returncode == 0
+    code, latency = r.clean_exit   # a saturated generator (a busy machine) leaves SC-054 unjudged
+    assert {k: r.verdict(k) for k in LIVE} == {**{k: "pass" for k in LIVE}, "SC-054": latency}, r.output[-3000:]
+    assert r.returncode == code
     assert r.scenarios["L4"]["details"]["lost"] == 0
     # the same expected counts as the ledger implies: every acknowledged shared-table write reaches every
     # listener; a write left without an answer (a writer Locust stopped mid-request) counts once it arrived
@@ -211,7 +212,8 @@ def test_ctrl_c_on_the_master_keeps_every_workers_record_and_says_inconclusive(t
     r = run_locust(tmp_path, "--processes", "2", *LAT, run_time="60s", interrupt_after=6, timeout=60)
     assert r.report is not None, r.output[-3000:]
     assert r.report["run"]["flags"]["interrupted"] is True
-    assert "pass" not in {v["verdict"] for v in r.scenarios.values()} and r.returncode != 0
+    assert "pass" not in {v["verdict"] for k, v in r.scenarios.items() if k != "GEN"} and r.returncode != 0
+    assert r.report["summary"]["verdict"] == "inconclusive"
     assert all(w["ledger_received"] and w["results_received"] for w in r.report["distributed"]["workers"])
     assert sum(c["ack"] for t in r.report["figures"]["writes"].values() for c in t.values()) > 0
 
@@ -244,7 +246,7 @@ def test_a_worker_with_an_offset_clock_is_measured_and_corrected(tmp_path):
     assert abs(plain["clock"]["offset_s"]) <= plain["clock"]["error_bound_s"] + 1e-4
     # writers and listeners on both workers: uncorrected, half the latency samples would be ~±500 ms
     assert skewed["writers"] and skewed["listeners"] and plain["writers"] and plain["listeners"]
-    assert r.verdict("SC-054") == "pass", r.scenarios["SC-054"]
+    assert r.verdict("SC-054") == r.clean_exit[1], r.scenarios["SC-054"]
     sent = r.scenarios["SC-054"]["details"]["sent"]
     assert sent["negative"] == 0 and sent["min"] > -5 and sent["p50"] < 100, sent
     assert r.scenarios["SC-054"]["details"]["clock_error_bound_ms"]["sent"] < 20
@@ -258,7 +260,7 @@ def test_a_killed_worker_makes_the_run_inconclusive_naming_it(tmp_path):
     lost = r.dist["lost_workers"]
     assert [x["pid"] for x in lost] == [dead]
     assert r.report["summary"]["verdict"] == "inconclusive" and r.returncode != 0
-    assert not any(v["verdict"] == "pass" for v in r.scenarios.values())
+    assert not any(v["verdict"] == "pass" for k, v in r.scenarios.items() if k != "GEN")
     node = lost[0]["node"]
     assert any(node in n for n in r.report["notes"])
     assert r.report["run"]["flags"].get("ledger_partial") is True

@@ -35,7 +35,8 @@ def test_clean_stress_run_passes_and_reports_the_monitor_series(tmp_path):
     assert {k: r.verdict(k) for k in expect_pass} == dict.fromkeys(expect_pass, "pass"), figures(r)
     assert r.verdict("S9") == "skipped"  # no --storage-bound-mb
     assert r.verdict("GEN") in ("pass", "warning")
-    assert r.returncode == 0, figures(r)
+    code, latency = r.clean_exit
+    assert r.verdict("SC-054") == latency and r.returncode == code, figures(r)
     mon = r.report["monitor"]
     assert mon["server_pid"] and mon["gaps"] == 0
     assert {"load_start", "load_end", "release_end", "flush"} <= set(mon["marks"])
@@ -122,7 +123,7 @@ def test_distributed_stress_run_judges_the_workers_evidence(tmp_path):
     r = stress_run(tmp_path, "--processes", "2")
     expect_pass = ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S10", "SC-057")
     assert {k: r.verdict(k) for k in expect_pass} == dict.fromkeys(expect_pass, "pass"), figures(r)
-    assert r.returncode == 0, figures(r)
+    assert r.returncode == r.clean_exit[0], figures(r)
     assert r.scenarios["S8"]["details"]["subscriptions"] == 12          # 6 listeners x 2, on both workers
     assert r.scenarios["S6"]["details"]["count"] >= 20                   # the reader's SELECTs, from its worker
     assert r.scenarios["SC-057"]["details"]["listener_seconds"] > 0
