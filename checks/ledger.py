@@ -41,7 +41,7 @@ import time
 from array import array
 from typing import Iterator, Mapping, Optional
 
-from .model import (OP_DELETE, OP_INSERT, OP_NAMES, OP_UPDATE, OUTCOME_NAMES,
+from .model import (OP_DELETE, OP_INSERT, OP_NAMES, OP_UPDATE, OUTCOME_ACK, OUTCOME_NAMES,
                     OUTCOME_PENDING, OUTCOME_REJECTED, OUTCOME_UNKNOWN, Workload, content_digest)
 
 NAN = float("nan")
@@ -343,6 +343,16 @@ class WriteLedger:
         for op, oc in zip(self._op, self._outcome):
             out[OP_NAMES[op]][OUTCOME_NAMES[oc]] += 1
         return out
+
+    def ack_times(self, owner: Optional[str] = None, group: Optional[str] = None) -> list:
+        """Sorted ack times of the acknowledged writes of this owner (a user table's subscription) and
+        group (a filtered one): the changes such a subscription must receive, and when they were due."""
+        v = self.view()
+        oc = None if owner is None else self.owner_code(owner)
+        gc = None if group is None else self.group_code(group)
+        if (owner is not None and oc < 0) or (group is not None and gc < 0):
+            return []
+        return sorted(v.t_ack[i] for i in v.matching(oc, gc) if v.outcome[i] == OUTCOME_ACK)
 
     def view(self) -> LedgerView:
         """A cached LedgerView (rebuilt only after the ledger changed)."""

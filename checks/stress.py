@@ -33,6 +33,8 @@ Time windows (the choices behind the memory verdicts):
 """
 from __future__ import annotations
 
+import bisect
+
 import math
 import statistics
 from collections import Counter
@@ -627,17 +629,10 @@ def flush_buildup(times: Sequence[float], values: Sequence[float], flush_times: 
 # S8: subscriptions stay healthy (no stall, changes counter tracks what arrives)
 # ------------------------------------------------------------------------------------------------
 
-def _stalls(points, writes, stall_s):
-    """Maximal runs where ``received`` stays flat while changes or writes grow, lasting ≥ stall_s."""
-    def writes_at(t):
-        best = None
-        for wt, wv in writes:
-            if wt <= t:
-                best = wv
-            else:
-                break
-        return best
-
+def _stalls(points, due, stall_s, lag_s):
+    """Maximal runs where ``received`` stays flat for ≥ stall_s while this subscription's own ``changes``
+    counter grows, or changes it must receive were acknowledged (``due``: their sorted ack times; those
+    acknowledged in the last ``lag_s`` of the run may still be in flight). A quiet subscription is not stalled."""
     found = []
     i = 0
     while i < len(points):
@@ -648,11 +643,10 @@ def _stalls(points, writes, stall_s):
             t0, c0, r = points[i]
             t1, c1, _ = points[j]
             changes_during = (c1 - c0) if c0 is not None and c1 is not None else 0
-            w0, w1 = writes_at(t0), writes_at(t1)
-            writes_during = (w1 - w0) if w0 is not None and w1 is not None else 0
-            if t1 - t0 >= stall_s and (changes_during > 0 or writes_during > 0):
+            due_during = bisect.bisect_right(due, t1 - lag_s) - bisect.bisect_left(due, t0) if t1 - lag_s > t0 else 0
+            if t1 - t0 >= stall_s and (changes_during > 0 or due_during > 0):
                 found.append({"from": t0, "to": t1, "duration_s": t1 - t0, "received": r,
-                              "changes_during": changes_during, "writes_during": writes_during})
+                              "changes_during": changes_during, "due_during": due_during})
         i = j + 1
     return found
 
@@ -689,15 +683,17 @@ def _drifts(points, abs_tolerance, lag_s, persist_s):
 
 
 def subscription_health(series_by_sub: Mapping[str, Sequence[tuple]] | None, *,
-                        writes: Sequence[tuple[float, int]] | None = None, stall_s: float = 10.0,
+                        due: Mapping[str, Sequence[float]] | None = None, stall_s: float = 10.0,
                         drift_abs_tolerance: int = 0, drift_lag_s: float = 2.0, drift_persist_s: float = 10.0,
                         expected: int | None = None,
                         id: str = "S8", title: str = "subscriptions stay healthy") -> dict:
     """Per subscription, a series of ``(t, changes, received)``: the server's ``system.live.changes``
     (None when the row was absent) and the listener's received count, polled together.
 
-    * stall: ``received`` stays flat for ``stall_s`` or longer while the server's ``changes`` or the
-      acknowledged ``writes`` (series of ``(t, total)``) keep growing; the window is reported;
+    * stall: ``received`` stays flat for ``stall_s`` or longer while that subscription's ``changes``
+      counter grows, or while changes it must receive are acknowledged (``due``: subscription → the
+      sorted ack times of the writes its query matches, from the ledger); the window is reported. A
+      subscription with nothing to receive (a filtered conversation without traffic) is quiet, not stalled;
     * drift: ``changes − received`` stays beyond what in flight explains (``drift_abs_tolerance`` +
       change rate × ``drift_lag_s``) for ``drift_persist_s`` or longer: the counter stopped tracking
       what the listener receives (or the listener gets what the counter does not count).
@@ -710,10 +706,10 @@ def subscription_health(series_by_sub: Mapping[str, Sequence[tuple]] | None, *,
               if len(pts) >= 2}
     if not usable:
         return _verdict(id, title, INCONCLUSIVE, "no subscription series with 2+ polls", None, thr)
-    writes = sorted(writes or [])
+    due = due or {}
     stalls, drifts = [], []
     for sub, pts in sorted(usable.items()):
-        for s in _stalls(pts, writes, stall_s):
+        for s in _stalls(pts, sorted(due.get(sub, ())), stall_s, drift_lag_s):
             stalls.append({"subscription": sub, **s})
         for d in _drifts(pts, drift_abs_tolerance, drift_lag_s, drift_persist_s):
             drifts.append({"subscription": sub, **d})
@@ -721,7 +717,7 @@ def subscription_health(series_by_sub: Mapping[str, Sequence[tuple]] | None, *,
     if stalls:
         parts.append(f"{len(stalls)} stall(s): " + _names(
             [f"{s['subscription']} {s['duration_s']:.0f} s at {s['received']} received "
-             f"(+{s['changes_during']} changes)" for s in stalls], 3))
+             f"(+{s['changes_during']} counted, {s['due_during']} due)" for s in stalls], 3))
     if drifts:
         parts.append(f"{len(drifts)} counter drift(s): " + _names(
             [f"{d['subscription']} changes−received {d['max_drift']:+,.0f} for {d['duration_s']:.0f} s"

@@ -28,6 +28,7 @@ from .distributed import hooks
 from .distributed.master import Coordinator, MasterRun
 from .distributed.worker import WorkerAgent
 from .options import add_arguments, option_errors
+from .run.provision import SetupError
 from .run.run import AdminCredentials, Run
 from .verdict.files import series_or_empty, write_files, write_json
 from .verdict.report import print_verdict
@@ -104,8 +105,8 @@ class LoadTest:
         try:
             run.start()
         except Exception as exc:  # wrong host, refused login, ...: say it clearly and stop the run
-            self.setup_error = f"{type(exc).__name__}: {exc}"
-            log.error("set-up of the run against %s failed: %s", self.env.host, self.setup_error)
+            self.setup_error = str(exc) if isinstance(exc, SetupError) else f"{type(exc).__name__}: {exc}"
+            log.error("set-up of the run failed: %s", self.setup_error)
             run.flags["setup_error"] = self.setup_error
             run.writers_may_start.set()
             gevent.spawn_later(0.1, self.env.runner.quit)

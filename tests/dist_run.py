@@ -108,4 +108,4 @@ def run_distributed(tmp_path, *args, workers: list | None = None, run_time: str 
             if p.poll() is None:
                 p.kill()
     data = json.loads(report.read_text()) if report.exists() else None
-    return DistResult(mproc.returncode, data, out, [p.pid for p in wprocs], wouts)
+    return DistResult(mproc.returncode, data, out, worker_pids=[p.pid for p in wprocs], worker_outputs=wouts)

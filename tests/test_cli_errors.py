@@ -1,10 +1,27 @@
 """Bad input to the load test gets a clear error, a written report and a non-zero exit code; secrets stay out."""
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
+
 import pytest
 
+from dist_run import free_port
 from locust_run import run_locust
 from standin.testing import TEST_ROOT_PASSWORD
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port}")
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -23,8 +40,12 @@ def test_wrong_host_is_a_clear_error(tmp_path):
                    run_time="30s", timeout=60)
     assert r.returncode != 0
     assert "127.0.0.1:9" in r.output
-    assert "set-up of the run" in r.output
+    assert "set-up of the run failed: http://127.0.0.1:9: cannot connect to 127.0.0.1:9: connection refused — " \
+           "check --host" in r.output
     assert r.report is not None and r.report["summary"]["verdict"] == "inconclusive"
+    assert r.report["notes"] == ["set-up failed: http://127.0.0.1:9: cannot connect to 127.0.0.1:9: connection "
+                                 "refused — check --host (is the server running there?)"]
+    assert "Traceback" not in r.output and "no run (set-up failed)" in r.output
     assert "not-used-secret-1" not in r.output
 
 
@@ -32,9 +53,28 @@ def test_refused_admin_login_is_a_clear_error_without_the_password(tmp_path, sta
     wrong = "Wrong-Password-77"
     r = run_locust(tmp_path, "--host", standin.url, env={"KALAMDB_ADMIN_PASSWORD": wrong}, run_time="30s", timeout=60)
     assert r.returncode != 0
-    assert "AuthFailed" in r.output
+    assert "admin login as 'root' refused (AuthFailed" in r.output
+    assert "check KALAMDB_ADMIN_USER / KALAMDB_ADMIN_PASSWORD" in r.output and "Traceback" not in r.output
     assert wrong not in r.output
     assert wrong not in str(r.report)
+
+
+def test_a_host_that_is_not_kalamdb_is_named_so_once(tmp_path):
+    # a plain HTTP server (Python's), as a mistyped --host would find
+    port = free_port()
+    srv = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], cwd=tmp_path,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        r = run_locust(tmp_path, "--host", f"http://127.0.0.1:{port}", env={"KALAMDB_ADMIN_PASSWORD": "x-secret-9"},
+                       run_time="30s", timeout=60)
+    finally:
+        srv.kill()
+        srv.wait()
+    says = f"http://127.0.0.1:{port}: not a KalamDB server (POST /v1/api/auth/login answered 501) — check --host"
+    assert r.returncode == 1 and r.report["summary"]["verdict"] == "inconclusive"
+    assert r.output.count(says) == 2   # the log line and the verdict's note, nothing else
+    assert "<html" not in r.output.lower() and "Traceback" not in r.output and "x-secret-9" not in r.output
 
 
 def test_missing_admin_password_for_a_given_host(tmp_path, standin):

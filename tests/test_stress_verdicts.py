@@ -349,7 +349,7 @@ def test_flush_too_few_is_inconclusive():
 def test_healthy_subscriptions_pass():
     # 10 changes/s for 60 s, the listener 5 behind (in flight), then idle and equal
     pts = [(t, min(10 * t, 600), min(10 * t, 600) - (5 if 0 < t <= 60 else 0)) for t in range(0, 82, 2)]
-    v = subscription_health({"a": pts}, writes=[(t, min(10 * t, 600)) for t in range(0, 82, 2)])
+    v = subscription_health({"a": pts}, due={"a": [i / 10 for i in range(600)]})
     assert v["verdict"] == "pass" and v["value"] == 0
     assert v["figure"] == "1 subscriptions watched: no stall, counters track received"
 
@@ -359,18 +359,31 @@ def test_stall_is_detected_with_its_window():
     v = subscription_health({"a": pts})
     assert v["verdict"] == "fail"
     assert v["details"]["stalls"] == [{"subscription": "a", "from": 20, "to": 40, "duration_s": 20,
-                                       "received": 200, "changes_during": 200, "writes_during": 0}]
-    assert v["figure"] == ("1 subscriptions watched: 1 stall(s): a 20 s at 200 received (+200 changes); "
+                                       "received": 200, "changes_during": 200, "due_during": 0}]
+    assert v["figure"] == ("1 subscriptions watched: 1 stall(s): a 20 s at 200 received (+200 counted, 0 due); "
                            "1 counter drift(s): a changes−received +200 for 16 s")
 
 
-def test_stall_seen_from_writes_when_the_counter_is_missing():
+def test_stall_seen_from_its_own_due_changes_when_the_counter_is_missing():
     pts = [(t, None, 100 if t >= 10 else 10 * t) for t in range(0, 42, 2)]
-    v = subscription_health({"b": pts}, writes=[(t, 10 * t) for t in range(0, 42, 2)])
+    due = [i / 10 for i in range(400)]   # 10 changes/s acknowledged for this subscription's query
+    v = subscription_health({"b": pts}, due={"b": due})
     assert v["verdict"] == "fail"
+    # due within [10, 40 - 2 s in flight]: 280 changes
     assert v["details"]["stalls"][0] == {"subscription": "b", "from": 10, "to": 40, "duration_s": 30,
-                                         "received": 100, "changes_during": 0, "writes_during": 300}
+                                         "received": 100, "changes_during": 0, "due_during": 281}
     assert v["details"]["drifts"] == []
+
+
+def test_a_quiet_subscription_is_not_stalled_while_other_subscriptions_get_traffic():
+    # a filtered conversation with no message: flat, its counter flat, nothing due; the busy one is fine
+    quiet = [(t, 0, 0) for t in range(0, 62, 2)]
+    busy = [(t, 10 * t, 10 * t) for t in range(0, 62, 2)]
+    v = subscription_health({"quiet": quiet, "busy": busy}, due={"quiet": [], "busy": [i / 10 for i in range(600)]})
+    assert v["verdict"] == "pass" and v["details"]["stalls"] == [], v["figure"]
+    # the same flat series with changes due to it is a stall
+    v = subscription_health({"quiet": quiet}, due={"quiet": [30.0]})
+    assert v["verdict"] == "fail" and v["details"]["stalls"][0]["due_during"] == 1
 
 
 def test_counter_drift_is_detected():

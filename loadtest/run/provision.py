@@ -11,11 +11,28 @@ import secrets
 import time
 from dataclasses import dataclass, field
 
-from kalamclient.errors import RateLimited, SqlError
+from kalamclient.errors import AuthFailed, ConnectError, HttpError, ProtocolError, RateLimited, SqlError
 
 from .workloads import tables_for
 
 log = logging.getLogger(__name__)
+
+
+class SetupError(Exception):
+    """The run could not be set up; the message says what failed and what to check (no secret in it)."""
+
+
+def login_error(exc: Exception, base_url: str, user: str) -> SetupError:
+    """The admin login's failure, in the words a user can act on."""
+    if isinstance(exc, ConnectError):
+        return SetupError(f"{base_url}: {exc} — check --host (is the server running there?)")
+    if isinstance(exc, AuthFailed) and isinstance(exc.body, dict):
+        return SetupError(f"{base_url}: admin login as {user!r} refused (AuthFailed: {exc.code or exc.status}) — "
+                          "check KALAMDB_ADMIN_USER / KALAMDB_ADMIN_PASSWORD")
+    if isinstance(exc, ProtocolError) or (isinstance(exc, HttpError) and not isinstance(exc.body, dict)):
+        return SetupError(f"{base_url}: not a KalamDB server (POST /v1/api/auth/login answered "
+                          f"{exc.status or 'no JSON'}) — check --host")
+    return SetupError(f"{base_url}: admin login failed: {type(exc).__name__}: {exc}")
 
 
 @dataclass

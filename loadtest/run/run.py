@@ -111,8 +111,11 @@ class Run:
         self.started_at = time.time()
         self.admin_http = KalamHttp(self.base_url, timeout=30.0)
         self.auth_bucket.acquire()
-        prov_mod.with_rate_limit_retry(lambda: self.admin_http.login(self.admin.user, self.admin.password),
-                                       what="admin login")
+        try:
+            prov_mod.with_rate_limit_retry(lambda: self.admin_http.login(self.admin.user, self.admin.password),
+                                           what="admin login")
+        except Exception as exc:
+            raise prov_mod.login_error(exc, self.base_url, self.admin.user) from None
         o = self.options
         self.prov = prov_mod.provision(self.admin_http, self.workload, o.writers, o.listeners,
                                        readers=o.readers, probe=o.stress and o.leak_probe > 0)
@@ -139,6 +142,8 @@ class Run:
         return rows, (self.tally.writes_ok if self.tally is not None else 0)
 
     def claim_writer(self):
+        if self.prov is None:   # set-up failed: no account for anyone
+            return None
         if self._next_writer >= len(self.prov.writers):
             return None
         acc = self.prov.writers[self._next_writer]
@@ -146,6 +151,8 @@ class Run:
         return acc
 
     def claim_listener(self):
+        if self.prov is None:   # set-up failed: no account for anyone
+            return None
         if self._next_listener >= len(self.prov.listeners):
             return None
         acc = self.prov.listeners[self._next_listener]

@@ -127,7 +127,6 @@ class StressRecorder:
         self.load_end = None
         self.release_end = None
         self.sub_series: dict[str, list[tuple]] = {}
-        self.write_series: list[tuple[float, int]] = []
         self.flush_times: list[float] = []
         self.flush_errors: list[str] = []
         self.tally = RequestTally()
@@ -192,12 +191,11 @@ class StressRecorder:
                 counts: dict = {}
                 for row in res.dicts():
                     counts.setdefault((row.get("user_id"), row.get("subscription_id")), []).append(row.get("changes"))
-                rows, writes_ok = self.run.subscription_counts()
+                rows, _ = self.run.subscription_counts()
                 for key, user, sid, received in rows:
                     values = counts.get((user, sid))
                     changes = int(values[0]) if values and len(values) == 1 and values[0] is not None else None
                     self.sub_series.setdefault(key, []).append((t, changes, received))
-                self.write_series.append((t, writes_ok))
             except Exception as exc:  # a missed poll is a gap in the series, never an error of the run
                 log.debug("subscription poll failed: %s", exc)
                 http = None if isinstance(exc, (ConnectError, HttpError)) else http
@@ -434,7 +432,14 @@ class StressRecorder:
             out["S7"] = s7
 
         # S8: subscription health
-        s8 = st.subscription_health(self.sub_series, writes=self.write_series, stall_s=o.stall_seconds,
+        due = {}   # per subscription: when each change it must receive was acknowledged (its query's writes)
+        for s in run.sessions:
+            for state in s.subs.values():
+                info = state.log.info
+                led = record.ledgers.get(state.spec.table.key)
+                if led is not None:
+                    due[info.key] = led.ack_times(info.owner if info.table_kind == "user" else None, info.group)
+        s8 = st.subscription_health(self.sub_series, due=due, stall_s=o.stall_seconds,
                                     drift_persist_s=o.stall_seconds, drift_lag_s=max(2.0, o.monitor_interval),
                                     expected=sum(len(s.subs) for s in run.sessions), title=TITLES["S8"])
         gone = mon.server_gone_at is not None

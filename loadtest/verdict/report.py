@@ -29,8 +29,10 @@ def build(run_info: dict, scenarios: dict, figures: dict, subscriptions: list, n
 
 
 def console_lines(report: dict) -> list[str]:
-    lines = [f"KalamDB live-query verification — run {report['run'].get('run_id', '?')} "
-             f"({report['run'].get('workload', '?')} workload)"]
+    run_id = report["run"].get("run_id")
+    lines = [f"KalamDB live-query verification — "
+             + (f"run {run_id}" if run_id else "no run (set-up failed)")
+             + f" ({report['run'].get('workload', '?')} workload)"]
     for sid, s in report["scenarios"].items():
         thr = s.get("threshold")
         thr_text = f"  [threshold {thr}]" if thr not in (None, "") else ""

@@ -85,7 +85,7 @@ def verify(run) -> dict:
             scen.update(skipped_verdicts())
     if flags.get("barrier_timed_out"):
         notes.append("start barrier timed out: some listeners subscribed after writers started")
-    for m in missing:
+    for m in missing if not flags.get("setup_error") else ():   # after a failed set-up, nobody started
         notes.append(f"listener without complete evidence: {m}")
     writes = {}
     for key, led in run.ledgers.items():
@@ -168,7 +168,7 @@ def evidence_of(run, scen: dict, listener_lag: dict) -> Evidence:
                              loop_lag_max_ms=g.get("loop_lag_max_ms"), listener_lag_mean_ms=listener_lag.get("mean"),
                              where=g.get("where", "this process"))
     saturated = health.figure() if health.saturated else None
-    if run.stress is None:
+    if run.stress is None and not flags.get("setup_error"):
         scen["GEN"] = health.verdict()
     elif scen.get("GEN", {}).get("verdict") == "warning":   # the stress monitor's CPU samples say so too
         saturated = saturated or scen["GEN"]["figure"]
@@ -182,7 +182,9 @@ def evidence_of(run, scen: dict, listener_lag: dict) -> Evidence:
         if bound_ms[o.latency_from] > o.latency_threshold_ms:
             bound = (f"latency from {o.latency_from} compares clocks of different machines known only to "
                      f"±{bound_ms[o.latency_from]:.1f} ms, more than the {o.latency_threshold_ms:g} ms threshold")
-    return Evidence(interrupted=bool(flags.get("interrupted")), setup_error=flags.get("setup_error"),
+    # a failed set-up also ends the run early ("interrupted"): its note is the set-up's own
+    return Evidence(interrupted=bool(flags.get("interrupted")) and not flags.get("setup_error"),
+                    setup_error=flags.get("setup_error"),
                     workers_lost=lost, outage=outage, generator_saturated=saturated,
                     clock_bound_exceeded=bound, t0=t0)
 
