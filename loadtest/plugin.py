@@ -102,14 +102,22 @@ class LoadTest:
             return
         self.report = None
         run = self.run = self.new_run()
+        managed = self.server is not None and self.env.host.rstrip("/") == self.server.url.rstrip("/")
+        if managed:
+            run.server_info = {"kind": "standin", "url": self.server.url, "log_path": self.server.log_path}
         try:
+            if not managed and self.server is not None:
+                # a Host typed into the web UI's form: not the built-in stand-in, so the environment's admin
+                run.admin = AdminCredentials.from_env_or_error()
             run.start()
         except Exception as exc:  # wrong host, refused login, ...: say it clearly and stop the run
             self.setup_error = str(exc) if isinstance(exc, SetupError) else f"{type(exc).__name__}: {exc}"
             log.error("set-up of the run failed: %s", self.setup_error)
             run.flags["setup_error"] = self.setup_error
             run.writers_may_start.set()
-            gevent.spawn_later(0.1, self.env.runner.quit)
+            # headless: the process ends with the report; in the web UI the run stops and the view says why
+            ui = getattr(self.env, "web_ui", None) is not None and not getattr(self.env.parsed_options, "headless", False)
+            gevent.spawn_later(0.1, self.env.runner.stop if ui else self.env.runner.quit)
 
     def start_observer(self) -> None:
         if self.is_worker or self.run is None:

@@ -330,10 +330,20 @@ def test_queue_drops_named_and_accepted():
     counters = {r.key: 5}                      # the server counted only what it delivered
     rep = verdicts(h.ledger, [r], counters)
     assert rep["L1"].verdict == "fail" and rep["L7"].verdict == "pass"
-    assert rep["L1"].details["known_behaviours"] == {"queue-drops": {"count": 1, "accepted": False}}
-    assert "known behaviour queue-drops: 1" in rep["L1"].figure
-    rep = verdicts(h.ledger, [r], counters, thresholds=Thresholds(accepted_known={"queue-drops"}))
-    assert rep["L1"].verdict == "pass"
+    assert rep["L1"].details["known_behaviours"] == {
+        "queue-drops": {"count": 1, "accepted": False, "accepted_count": 0, "server_count": None}}
+    assert "known behaviour queue-drops: 1 (no full-queue drop count from the server)" in rep["L1"].figure
+    # accepted, but the server gave no drop count (or counted none): the loss stays a loss
+    for counted in (None, 0):
+        rep = verdicts(h.ledger, [r], counters,
+                       thresholds=Thresholds(accepted_known={"queue-drops"}, queue_drops_counted=counted))
+        assert rep["L1"].verdict == "fail" and "1 not accepted: loss" in rep["L1"].figure, rep["L1"].figure
+    # accepted with the server's own count of full-queue drops: accepted up to that count
+    rep = verdicts(h.ledger, [r], counters, thresholds=Thresholds(accepted_known={"queue-drops"}, queue_drops_counted=1))
+    assert rep["L1"].verdict == "pass", rep["L1"].figure
+    assert rep["L1"].details["known_behaviours"]["queue-drops"] == {"count": 1, "accepted": True, "accepted_count": 1,
+                                                                    "server_count": 1}
+    assert "(server counted 1 full-queue drops)" in rep["L1"].figure
     rep = verdicts(h.ledger, [r], {r.key: 6})  # counted but not received: not a queue drop
     assert rep["L1"].details["known_behaviours"] == {} and rep["L7"].verdict == "fail"
 
@@ -576,7 +586,14 @@ def test_incomplete_evidence_never_passes():
     a, gone = h.subscription("la"), h.subscription("gone")
     inserts(h, [a])
     (ra, rg), rep = run(h, [a, gone])
-    assert rg.vanished and rg.lost == 6
+    # a ready subscription that received nothing, of a listener still connected: that is loss, not
+    # missing evidence, and it touches no other subscription's verdicts
+    assert not rg.vanished and rg.lost == 6
+    assert rep["L1"].verdict == "fail" and rep["L1"].details["lost"] == 6 and "incomplete" not in rep["L1"].details
+    assert rep["L6"].verdict == "pass" and rep["L7"].verdict != "inconclusive"
+    # the listener's session vanished (it could not resume): its evidence is missing, inconclusive
+    rg.vanished = True
+    rep = verdicts(h.ledger, [ra, rg], None, None, None)
     assert rep["L1"].verdict == "inconclusive" and "vanished" in rep["L1"].details["incomplete"][0]
     _, rep = run(h, [a], run_flags={"missing_listeners": ["l9"]})
     assert rep["L1"].verdict == "inconclusive" and rep["SC-054"].verdict == "inconclusive"

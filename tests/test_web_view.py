@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pytest
 
 from browser import canvas_painted, chromium, require_chromium, wait_for
 from locust_run import REPO, run_locust
+from standin.testing import TEST_ROOT_PASSWORD
 
 CHARTS = ("latency", "throughput", "server", "histogram")
 
@@ -319,3 +321,61 @@ def test_time_series_parts_add_up_to_the_whole_and_shift_moves_the_clock():
     cols = shifted.columns()
     assert cols["t"][0] == 1010 and sum(cols["deliveries"]) == 12 and sum(cols["writes_acked"]) == 12
     assert all(abs(p - 10_004.0) < 25 for p in cols["p50"] if p is not None)   # arrival moved, ledger not
+
+
+# ------------------------------------------------------------------------------- a Host typed into the form
+def _web_locust(tmp_path, env_extra: dict):
+    port = free_port()
+    cmd = [sys.executable, "-m", "locust", "-f", str(REPO / "locustfile.py"), "--config", str(REPO / "locust.conf"),
+           "--headful", "--web-host", "127.0.0.1", "--web-port", str(port),
+           "--writers", "2", "--listeners", "2", "--write-rate", "10", "--reconnect-every", "0",
+           "--drain-quiet", "1", "--drain-timeout", "5", "--workload", "shared",
+           "--report-json", str(tmp_path / "verdict.json"), "--report-html", "", "--report-junit", ""]
+    env = dict(os.environ)
+    env.pop("KALAMDB_ADMIN_PASSWORD", None)
+    env.update(env_extra)
+    out = open(tmp_path / "locust.log", "w")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    base = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            return get_json(f"{base}/verification/data.json", timeout=1.0)
+        except OSError:
+            assert proc.poll() is None, (tmp_path / "locust.log").read_text()[-3000:]
+            return None
+
+    wait_for(up, 30, "Locust's web UI")
+    return proc, base
+
+
+def _swarm(base: str, host: str) -> None:
+    data = urllib.parse.urlencode({"user_count": 4, "spawn_rate": 4, "host": host}).encode()
+    with urllib.request.urlopen(urllib.request.Request(f"{base}/swarm", data=data), timeout=10) as r:
+        assert json.loads(r.read())["success"] is True
+
+
+@pytest.mark.parametrize("admin", ["from the environment", "missing"])
+def test_a_host_typed_into_the_form_is_set_up_with_the_environments_admin(tmp_path, standin, admin):
+    env = {"KALAMDB_ADMIN_USER": "root", "KALAMDB_ADMIN_PASSWORD": TEST_ROOT_PASSWORD} if admin != "missing" else {}
+    proc, base = _web_locust(tmp_path, env)
+    try:
+        _swarm(base, standin.url)   # not the built-in stand-in this process started
+        if admin == "missing":
+            # the set-up error is in the view (and the process stays up for the next try)
+            state = wait_for(lambda: (lambda d: d if d["phase"] == "failed" else None)(
+                get_json(f"{base}/verification/data.json")), 30, "the set-up error in the view")
+            assert state["phase_text"].startswith("set-up failed: KALAMDB_ADMIN_PASSWORD is not set"), state
+            time.sleep(1.0)
+            assert proc.poll() is None
+        else:
+            # past the set-up (the admin login to the typed host) and the barrier: writing
+            wait_for(lambda: get_json(f"{base}/verification/data.json")["phase"] == "writing", 30,
+                     "the run against the typed host")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    assert TEST_ROOT_PASSWORD not in (tmp_path / "locust.log").read_text()

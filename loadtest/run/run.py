@@ -55,13 +55,23 @@ class AdminCredentials:
     def __repr__(self) -> str:
         return f"AdminCredentials(user={self.user!r}, password=***)"
 
+    MISSING = ("KALAMDB_ADMIN_PASSWORD is not set: give the admin (root or dba) password of the KalamDB server "
+               "in the environment (user: KALAMDB_ADMIN_USER, default root)")
+
     @classmethod
-    def from_env(cls) -> "AdminCredentials":
+    def from_env_or_error(cls) -> "AdminCredentials":
         password = os.environ.get("KALAMDB_ADMIN_PASSWORD") or os.environ.get("KALAMDB_ROOT_PASSWORD")
         if not password:
-            raise SystemExit("KALAMDB_ADMIN_PASSWORD is not set: give the admin (root or dba) password of the "
-                             "KalamDB server in the environment (user: KALAMDB_ADMIN_USER, default root)")
+            raise prov_mod.SetupError(cls.MISSING)
         return cls(os.environ.get("KALAMDB_ADMIN_USER", "root"), password)
+
+    @classmethod
+    def from_env(cls) -> "AdminCredentials":
+        """At start-up (--host given): a missing password ends the process with the message."""
+        try:
+            return cls.from_env_or_error()
+        except prov_mod.SetupError as exc:
+            raise SystemExit(str(exc)) from None
 
 
 class Run:
@@ -103,6 +113,7 @@ class Run:
         self.flags: dict = {}
         self.newest_acks = None   # the drain's targets (loadtest.run.drain), once the writers stopped
         self.server_stats_at_end = None
+        self.server_info = None   # the server this process started (kind, url, log_path), for the record
         self.stress = None  # loadtest.run.stress.StressRecorder with --stress
         self.tally = None   # loadtest.run.stress.RequestTally with --stress: the stress recorder's, or a worker's own
 
@@ -382,7 +393,8 @@ class Run:
                       failed_listeners=list(self.failed_listeners), started_at=self.started_at,
                       writing_started_at=self.writing_started_at, writing_stopped_at=self.writing_stopped_at,
                       counters=counters, server_stats_at_end=self.server_stats_at_end, stress=self.stress,
-                      write_failures=list(self.write_failures), **{"generator": self.generator.figures, **extra})
+                      write_failures=list(self.write_failures),
+                      **{"generator": self.generator.figures, "server": self.server_info, **extra})
 
     def close(self, report: dict | None = None) -> None:
         """After the verdict: remove the run's namespace and users (--cleanup)."""

@@ -17,10 +17,28 @@ from . import report as report_mod
 log = logging.getLogger(__name__)
 
 
-def thresholds_from(options, accepted_known) -> Thresholds:
+def thresholds_from(options, accepted_known, queue_drops_counted: int | None = None) -> Thresholds:
     return Thresholds(latency_ms=options.latency_threshold_ms, latency_percentile=options.latency_quantile * 100.0,
                       latency_from=options.latency_from, high_frequency_min=options.min_high_frequency,
-                      accepted_known=accepted_known)
+                      accepted_known=accepted_known, queue_drops_counted=queue_drops_counted)
+
+
+FULL_QUEUE_LINE = "Notification channel full"   # KalamDB's (and the stand-in's) warning per dropped notification
+
+
+def queue_drops_counted(run) -> int | None:
+    """The server's own count of full-queue drops: its log's warnings when the run knows the log (a
+    server it started), else the stand-in's system.stats figure; None when neither is there (then
+    --accept-known queue-drops accepts nothing)."""
+    log_path = (run.server or {}).get("log_path")
+    if log_path:
+        try:
+            with open(log_path, encoding="utf-8", errors="replace") as f:
+                return sum(1 for line in f if FULL_QUEUE_LINE in line)
+        except OSError as exc:
+            log.warning("server log %s unreadable: %s", log_path, exc)
+    value = (run.server_stats_at_end or {}).get("standin_notifications_dropped_queue_full")
+    return int(float(value)) if value is not None else None
 
 
 def counters_by_key(sessions, raw: dict | None) -> dict | None:
@@ -70,7 +88,7 @@ def verify(run) -> dict:
     scen = {}
     notes = []
     if not flags.get("setup_error"):
-        v = verdicts(list(run.ledgers.values()), results, counters, run_flags, thresholds_from(o, run.accepted_known))
+        v = verdicts(list(run.ledgers.values()), results, counters, run_flags, thresholds_from(o, run.accepted_known, queue_drops_counted(run)))
         scen = {k: x.to_dict() for k, x in v.items()}
         if run.stress is not None:
             try:

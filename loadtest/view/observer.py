@@ -114,10 +114,10 @@ class Observer:
     # ---- phase ----------------------------------------------------------------------------------
     def phase(self) -> tuple[str, str]:
         run = self.run
+        if run.flags.get("setup_error"):   # first: the one thing a user must read
+            return "failed", f"set-up failed: {run.flags['setup_error']}"
         if self.report is not None:
             return "done", f"run finished: {self.report['summary']['verdict']}"
-        if run.flags.get("setup_error"):
-            return "failed", f"set-up failed: {run.flags['setup_error']}"
         if run.prov is None:
             return "setup", "setting up the namespace, tables and users"
         if not run.finished:
