@@ -50,47 +50,67 @@ def test_clean_run_passes_every_scenario_and_exits_zero(tmp_path):
     assert lost_total(r) == 0
 
 
+# The fault runs below widen the latency threshold: they are about loss, duplicates or corruption, and a
+# stall of the shared CI machine must not fail SC-054 for a reason that has nothing to do with the fault
+# (SC-054's own fault is the delay test). Exact-count faults on the shared table with inserts only make the
+# set of scenarios a fault breaks the same in every run: which changes a probability hits, and whether they
+# are inserts or updates, is chance.
+LAT = ("--latency-threshold-ms", "2000")
+EXACT = (*LAT, "--workload", "shared", "--op-mix", "insert=100")
+# what a change lost or duplicated on the shared table breaks: inserts, concurrent writers, many listeners
+# on one query, high frequency
+SHARED_DELIVERY = {"L1", "L4", "L8", "L10"}
+
+
+def figures(r) -> dict:
+    return {k: f"{v['verdict']}: {v['figure']}" for k, v in r.scenarios.items()}
+
+
 def test_drop_is_caught_as_loss_with_the_exact_count(tmp_path):
-    # The latency threshold is widened as in the reordering test: this run is about loss, and a lost change
-    # must not show up as a latency sample at all (checked below by count). With the default 50 ms, one
-    # stall of the shared CI machine (once: p99 over 50 ms in a 6 s run) failed SC-054 for a reason that
-    # has nothing to do with drops; SC-054's own fault is the delay test.
-    r = run_locust(tmp_path, "--latency-threshold-ms", "2000", faults={"drop": 0.02, "seed": 1})
-    figures = {k: v["figure"] for k, v in r.scenarios.items()}
-    dropped = r.stat("standin_notifications_dropped_fault")
-    assert dropped > 0
-    assert lost_total(r) == dropped, figures
-    assert {"L1", "L4", "L10"} <= r.failing, figures
+    r = run_locust(tmp_path, *EXACT, faults={"drop_count": 7})
+    assert r.stat("standin_notifications_dropped_fault") == 7
+    assert lost_total(r) == 7, figures(r)
+    assert r.failing == SHARED_DELIVERY, figures(r)
     # drops before the queue are not counted by the server either: the counter check stays quiet
-    assert r.verdict("L7") == "pass" and r.verdict("L6") == "pass" and r.verdict("SC-054") == "pass", figures
+    assert r.verdict("L7") == "pass" and r.verdict("L6") == "pass", figures(r)
     # latency is sampled from what arrived, never from what was lost
     received = r.report["figures"]["change_messages_received"]
-    assert r.scenarios["SC-054"]["details"]["sent"]["count"] == received > 0, figures
-    assert "queue-drops" in r.scenarios["L4"]["details"]["known_behaviours"]
-    assert r.returncode != 0
+    assert r.scenarios["SC-054"]["details"]["sent"]["count"] == received > 0, figures(r)
+    assert r.scenarios["L4"]["details"]["known_behaviours"]["queue-drops"]["count"] == 7
+    assert r.report["summary"]["verdict"] == "fail" and r.returncode == 1
 
 
-def test_dropping_only_deletes_fails_only_the_delete_scenario(tmp_path):
-    r = run_locust(tmp_path, faults={"drop": 1.0, "drop_change_type": "delete", "seed": 2})
+def test_loss_is_not_accepted_as_queue_drops_without_the_servers_count(tmp_path):
+    # --accept-known queue-drops, but no queue was full (the stand-in counted 0 full-queue drops): loss
+    r = run_locust(tmp_path, *EXACT, "--accept-known", "queue-drops,resume-deletes-not-replayed",
+                   faults={"drop_count": 7})
+    assert r.stat("standin_notifications_dropped_queue_full") == 0
+    assert r.failing == SHARED_DELIVERY, figures(r)
+    qd = r.scenarios["L4"]["details"]["known_behaviours"]["queue-drops"]
+    assert qd == {"count": 7, "accepted": False, "accepted_count": 0, "server_count": 0}
+    assert "7 not accepted: loss" in r.scenarios["L8"]["figure"] and "0 of 6 listeners complete" in r.scenarios["L8"]["figure"]
+
+
+def test_dropping_only_deletes_fails_only_the_delete_scenarios(tmp_path):
+    r = run_locust(tmp_path, *LAT, "--workload", "shared", faults={"drop": 1.0, "drop_change_type": "delete"})
     dropped = r.stat("standin_notifications_dropped_fault")
     assert dropped > 0
-    assert r.verdict("L3") == "fail"
-    assert r.scenarios["L3"]["details"]["lost"] == dropped
-    assert r.verdict("L1") == "pass" and r.verdict("L2") == "pass" and r.verdict("L6") == "pass"
+    assert r.failing == {"L3", "L4", "L8", "L10"}, figures(r)
+    assert r.scenarios["L3"]["details"]["lost"] == dropped == lost_total(r)
+    assert r.scenarios["L3"]["figure"].startswith(f"lost {dropped} of {dropped} deletes")
 
 
 def test_duplicates_are_caught_with_the_exact_count(tmp_path):
-    r = run_locust(tmp_path, faults={"duplicate": 0.03, "seed": 3})
-    dup = r.stat("standin_notifications_duplicated_fault")
-    assert dup > 0
-    assert r.scenarios["L4"]["details"]["duplicated"] == dup
-    assert "L4" in r.failing and "L10" in r.failing
+    r = run_locust(tmp_path, *EXACT, faults={"duplicate_count": 9})
+    assert r.stat("standin_notifications_duplicated_fault") == 9
+    assert r.scenarios["L4"]["details"]["duplicated"] == 9
+    assert r.failing == SHARED_DELIVERY, figures(r)
     assert lost_total(r) == 0
     assert r.verdict("L7") == "pass"  # the server counts what it enqueued, duplicates included
 
 
 def test_reordering_fails_ordering_only(tmp_path):
-    r = run_locust(tmp_path, "--latency-threshold-ms", "2000", faults={"reorder": 4, "seed": 4})
+    r = run_locust(tmp_path, *LAT, faults={"reorder": 4, "seed": 4})
     # L10 ("1000+ changes, each once, in order") is broken by the same fault, by definition
     assert r.failing == {"L6", "L10"}, {k: v["figure"] for k, v in r.scenarios.items() if v["verdict"] == "fail"}
     assert r.scenarios["L6"]["value"] > 0 and lost_total(r) == 0
@@ -98,25 +118,27 @@ def test_reordering_fails_ordering_only(tmp_path):
 
 def test_delay_beyond_threshold_fails_latency_only(tmp_path):
     r = run_locust(tmp_path, faults={"delay_ms": 80})
-    assert r.failing == {"SC-054"}, {k: v["figure"] for k, v in r.scenarios.items() if v["verdict"] == "fail"}
+    if r.saturated:   # a machine too busy for the generator: SC-054 not judged, its own verdict kept beside
+        assert r.failing == set() and r.scenarios["SC-054"]["details"]["would_be"] == "fail", figures(r)
+    else:
+        assert r.failing == {"SC-054"}, figures(r)
     sent = r.scenarios["SC-054"]["details"]["sent"]
     assert sent["p50"] >= 80.0
     assert r.returncode != 0
 
 
 def test_corrupted_values_are_caught_with_the_exact_count(tmp_path):
-    r = run_locust(tmp_path, faults={"corrupt": 0.03, "seed": 5})
-    corrupted = r.stat("standin_notifications_corrupted_fault")
-    assert corrupted > 0
+    r = run_locust(tmp_path, *EXACT, faults={"corrupt_count": 8})
+    assert r.stat("standin_notifications_corrupted_fault") == 8
     wrong = sum(s["wrong_values"] + s["wrong_old_values"] + s["wrong_deleted_flag"] for s in r.report["subscriptions"])
-    assert wrong == corrupted
-    assert r.failing & {"L1", "L2", "L3"}
-    assert lost_total(r) == 0 and r.verdict("L6") == "pass"
+    assert wrong == 8 == r.scenarios["L1"]["details"]["wrong_values"]
+    assert r.failing == {"L1"}, figures(r)   # a wrong value is not a lost or a duplicated change
+    assert lost_total(r) == 0
 
 
 def test_wrong_changes_counter_fails_the_counter_scenario_only(tmp_path):
     # latency threshold widened (see the drop test): "only L7" must not hinge on a stall of the machine
-    r = run_locust(tmp_path, "--latency-threshold-ms", "2000", faults={"counter_skew": 3})
+    r = run_locust(tmp_path, *LAT, faults={"counter_skew": 3})
     assert r.failing == {"L7"}, {k: v["figure"] for k, v in r.scenarios.items() if v["verdict"] == "fail"}
     assert r.scenarios["L7"]["value"] == 0  # no subscription's counter equals what it received
 
@@ -125,8 +147,8 @@ def test_another_users_row_is_a_security_failure(tmp_path):
     r = run_locust(tmp_path, "--workload", "agent-chat", faults={"cross_user": 0.1, "seed": 6})
     leaked = r.stat("standin_notifications_cross_user_fault")
     assert leaked > 0
-    assert r.verdict("L5") == "fail"
-    assert "SECURITY" in r.scenarios["L5"]["figure"].upper()
+    assert r.failing == {"L1", "L5"}, figures(r)   # L1 names every foreign row too, as a delivery error
+    assert "SECURITY" in r.scenarios["L5"]["figure"].upper() and "SECURITY" in r.scenarios["L1"]["figure"].upper()
     assert sum(s["foreign"] for s in r.report["subscriptions"]) == leaked
 
 
