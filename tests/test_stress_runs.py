@@ -4,6 +4,8 @@ clean and with each fault that must break one stress verdict. Short windows (2 s
 writer, 5 minutes of load, 100,000 notifications, 1000 inserts/s) are scaled down on the command line."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from locust_run import run_locust
@@ -59,9 +61,11 @@ def test_memory_leak_fails_s1(tmp_path):
 
 
 def test_cpu_burn_fails_s3(tmp_path):
-    r = stress_run(tmp_path, faults={"cpu_burn": 0.95})
+    # the burn takes 95 % of a core of CPU time; the threshold leaves room for a machine busy with the
+    # test's own processes, where the server gets less than it asks for
+    r = stress_run(tmp_path, "--cpu-threshold-pct", "60", faults={"cpu_burn": 0.95})
     assert r.verdict("S3") == "fail", figures(r)
-    assert r.scenarios["S3"]["value"] >= 80.0
+    assert r.scenarios["S3"]["value"] >= 60.0
     assert r.verdict("L1") == "pass"
     assert r.returncode != 0
 
@@ -95,10 +99,17 @@ def test_server_crash_fails_s10_and_the_report_is_still_written(tmp_path):
     r = stress_run(tmp_path, faults={"crash_after_writes": 300})
     s10 = r.scenarios["S10"]
     assert s10["verdict"] == "fail", figures(r)
-    assert "crash" in s10["details"]["failures"] and "server crashed" in s10["figure"]
-    assert r.report["monitor"]["server_gone_at"] is not None
+    assert "crash" in s10["details"]["failures"] and re.match(r"server crashed at \d+\.\d s into the load", s10["figure"])
+    gone = r.report["monitor"]["server_gone_at"]
+    assert gone is not None and s10["details"]["crashed_at"] == gone
     assert r.verdict("S4") == "inconclusive"  # the probe could not reach the server
-    assert "pass" != r.report["summary"]["verdict"]
+    # what the crash proves fails (S10; S2: every listener dropped); the rest is unproven, none errs
+    assert r.failing == {"S2", "S10"}, figures(r)
+    assert not [k for k, v in r.scenarios.items() if "stress verdicts failed" in v["figure"]]
+    assert r.verdict("S1") == "inconclusive" and not [k for k, v in r.scenarios.items()
+                                                      if v["verdict"] == "pass" and k != "GEN"]
+    assert r.report["summary"]["verdict"] == "fail"
+    assert r.report["notes"][0].startswith("server unreachable from ")
     assert r.returncode != 0
 
 

@@ -554,3 +554,20 @@ def test_health_with_subscriptions_never_watched_is_inconclusive_not_pass():
     assert subscription_health({"a": pts, "b": pts}, expected=2)["verdict"] == "pass"
     stalled = [(t, 10 * t, 200 if t >= 20 else 10 * t) for t in range(0, 62, 2)]
     assert subscription_health({"a": stalled}, expected=3)["verdict"] == "fail"   # what was seen still fails
+
+
+def test_memory_growth_when_the_server_went_away_is_inconclusive_not_an_error():
+    # samples until t=40, the load until t=100: no end level (the bug was a TypeError on None)
+    times = [float(t) for t in range(0, 41, 2)]
+    values = [100 * MB] * len(times)
+    v = memory_growth(times, values, load_start=0.0, load_end=100.0, warmup_s=5, baseline_s=10, min_samples=5)
+    assert v["verdict"] == "inconclusive" and v["figure"].startswith("no memory sample in the last 10 s of the load")
+    v = memory_growth(times, values, load_start=0.0, load_end=100.0, warmup_s=5, baseline_s=10, min_samples=5,
+                      server_gone_at=41.0, max_gap_s=100)
+    assert v["verdict"] == "inconclusive" and v["figure"].startswith("server gone 41.0 s into the load")
+
+
+def test_degradation_says_when_the_server_crashed():
+    v = degradation(requests=100, server_crashed=True, crashed_at=112.5, load_start=100.0)
+    assert v["verdict"] == "fail" and v["figure"].startswith("server crashed at 12.5 s into the load")
+    assert v["details"]["crashed_at"] == 112.5
