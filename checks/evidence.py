@@ -119,6 +119,11 @@ class GeneratorHealth:
         return ((self.cpu_fraction is not None and self.cpu_fraction >= self.CPU_LIMIT)
                 or (self.loop_lag_p99_ms is not None and self.loop_lag_p99_ms > self.LAG_LIMIT_MS))
 
+    def cause(self) -> str:
+        if self.cpu_fraction is not None and self.cpu_fraction < self.CPU_LIMIT:
+            return " (its event loop woke late while it used little CPU: the machine is busy with other work)"
+        return " (its core is full)" if self.cpu_fraction is not None else ""
+
     def figure(self) -> str:
         parts = []
         if self.cpu_fraction is not None:
@@ -135,7 +140,7 @@ class GeneratorHealth:
         if self.cpu_fraction is None and self.loop_lag_p99_ms is None:
             v, fig = SKIPPED, "no generator figures"
         elif self.saturated:
-            v, fig = WARNING, self.figure() + ": the load generator was saturated"
+            v, fig = WARNING, self.figure() + ": the load generator was saturated" + self.cause()
         else:
             v, fig = PASS, self.figure()
         return {"id": "GEN", "title": "load generator not saturated", "verdict": v, "figure": fig,

@@ -69,7 +69,9 @@ def test_generator_health_thresholds():
     assert not GeneratorHealth(cpu_fraction=0.5, loop_lag_p99_ms=2.0).saturated
     assert GeneratorHealth(cpu_fraction=0.95, loop_lag_p99_ms=2.0).saturated
     assert GeneratorHealth(cpu_fraction=0.2, loop_lag_p99_ms=25.0).saturated
-    assert GeneratorHealth(cpu_fraction=0.2, loop_lag_p99_ms=25.0).verdict()["verdict"] == "warning"
+    busy = GeneratorHealth(cpu_fraction=0.2, loop_lag_p99_ms=25.0).verdict()
+    assert busy["verdict"] == "warning" and busy["figure"].endswith("the machine is busy with other work)")
+    assert GeneratorHealth(cpu_fraction=0.95, loop_lag_p99_ms=2.0).verdict()["figure"].endswith("(its core is full)")
     assert GeneratorHealth().verdict()["verdict"] == "skipped"
     assert GeneratorHealth(cpu_fraction=0.2, loop_lag_p99_ms=1.0).verdict()["verdict"] == "pass"
 

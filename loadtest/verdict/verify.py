@@ -185,7 +185,7 @@ def evidence_of(run, scen: dict, listener_lag: dict) -> Evidence:
     health = GeneratorHealth(cpu_fraction=g.get("cpu_fraction"), loop_lag_p99_ms=g.get("loop_lag_p99_ms"),
                              loop_lag_max_ms=g.get("loop_lag_max_ms"), listener_lag_mean_ms=listener_lag.get("mean"),
                              where=g.get("where", "this process"))
-    saturated = health.figure() if health.saturated else None
+    saturated = health.figure() + health.cause() if health.saturated else None
     if run.stress is None and not flags.get("setup_error"):
         scen["GEN"] = health.verdict()
     elif scen.get("GEN", {}).get("verdict") == "warning":   # the stress monitor's CPU samples say so too
