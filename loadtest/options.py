@@ -1,6 +1,8 @@
 """Command-line options of the load test (also settable in locust.conf and shown in the web UI's form)."""
 from __future__ import annotations
 
+import os
+
 from standin.faults import FaultError, parse_cli_fault
 
 from .run.workloads import BOTH, WORKLOAD_CHOICES, OpMix
@@ -52,6 +54,10 @@ def add_arguments(parser) -> None:
                    help=f"comma-separated known KalamDB behaviours that do not fail a scenario: {', '.join(KNOWN_BEHAVIOURS)}")
     g.add_argument("--standin-fault", action="append", default=[], include_in_web_ui=False,
                    help="KIND=VALUE fault for the built-in stand-in (only when no --host is given); repeatable")
+    g.add_argument("--kalamdb-bin", default="", include_in_web_ui=False,
+                   help="with no --host: start this real KalamDB server binary for the run (a free loopback port, a "
+                        "fresh data dir, --standin-config's or config/loadtest-server.toml, a random root password), "
+                        "instead of the built-in stand-in; it is stopped at the end and its log kept")
     g.add_argument("--standin-config", default="",
                    help="server config (KalamDB TOML) for the built-in stand-in; default config/loadtest-server.toml")
     g.add_argument("--cleanup", action="store_true", default=False,
@@ -174,6 +180,14 @@ def option_errors(o) -> list[str]:
                 parse(value)
             except ValueError as exc:
                 errors.append(f"{flag}: {str(exc).removeprefix(flag + ': ')}")
+    binary = getattr(o, "kalamdb_bin", "") or ""
+    if binary:
+        if getattr(o, "host", None):
+            errors.append("--kalamdb-bin: the load test starts that server itself; give it or --host, not both")
+        elif not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+            errors.append(f"--kalamdb-bin: {binary!r} is not an executable file")
+        elif getattr(o, "standin_fault", None):
+            errors.append("--standin-fault: faults are the built-in stand-in's; a real KalamDB (--kalamdb-bin) has none")
     for item in getattr(o, "standin_fault", None) or []:
         try:
             parse_cli_fault(item)

@@ -21,6 +21,7 @@ import gevent
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
+from servers.kalamdb import KalamdbError, KalamdbProcess
 from standin.testing import StandinProcess
 from users import ListenerUser, ReaderUser, WriterUser
 
@@ -88,6 +89,38 @@ class LoadTest:
         self.env.host = proc.url
         o.host = proc.url
 
+    def start_kalamdb(self, o) -> None:
+        """--kalamdb-bin: run against that real KalamDB, started here like the stand-in (its root password
+        and JWT secret are random and reach it through its environment only; its log is kept)."""
+        config = Path(o.standin_config) if o.standin_config else DEFAULT_STANDIN_CONFIG
+        proc = KalamdbProcess(o.kalamdb_bin, str(config), keep_log=True)
+        try:
+            proc.start()
+        except KalamdbError as exc:
+            proc.close()
+            raise SystemExit(f"--kalamdb-bin {o.kalamdb_bin}: the server did not start: {exc}") from None
+        log.info("no --host given: started KalamDB %s at %s (pid %s; log %s)", o.kalamdb_bin, proc.url, proc.pid,
+                 proc.log_path)
+        self.server = proc
+        atexit.register(self.stop_server)
+        self.admin = AdminCredentials("root", proc.root_password)
+        self.env.host = proc.url
+        o.host = proc.url
+
+    def server_info(self) -> dict | None:
+        """run.server: the server this process started (kind, version, url, log_path)."""
+        s = self.server
+        if s is None:
+            return None
+        info = {"kind": getattr(s, "kind", "standin"), "url": s.url, "log_path": s.log_path}
+        if info["kind"] == "kalamdb":
+            try:
+                info["version"] = s.version()
+            except Exception as exc:  # the report says so; the run goes on
+                info["version"] = None
+                log.warning("KalamDB version unreadable: %s", exc)
+        return info
+
     def new_run(self):
         if self.is_master:
             return MasterRun(self.env, self.env.host, self.admin, self.coordinator)
@@ -104,7 +137,7 @@ class LoadTest:
         run = self.run = self.new_run()
         managed = self.server is not None and self.env.host.rstrip("/") == self.server.url.rstrip("/")
         if managed:
-            run.server_info = {"kind": "standin", "url": self.server.url, "log_path": self.server.log_path}
+            run.server_info = self.server_info()
         try:
             if not managed and self.server is not None:
                 # a Host typed into the web UI's form: not the built-in stand-in, so the environment's admin
@@ -173,7 +206,7 @@ class LoadTest:
     def stop_server(self) -> None:
         server, self.server = self.server, None
         if server is not None:
-            server.__exit__(None, None, None)
+            server.__exit__(None, None, None)   # a KalamDB's log stays (keep_log): the report names it
 
     # ---- events without the environment (bound at init) ------------------------------------------------
     def on_request(self, **kw) -> None:
@@ -257,7 +290,9 @@ def _on_init(environment, web_ui=None, **_kw):
         lt.coordinator = Coordinator(environment)
         environment.events.worker_report.add_listener(lt.on_worker_report)
         lt.note_sigint()
-    if not environment.host:
+    if not environment.host and o.kalamdb_bin:
+        lt.start_kalamdb(o)
+    elif not environment.host:
         lt.start_standin(o)
     else:
         lt.admin = AdminCredentials.from_env()

@@ -1,0 +1,39 @@
+"""The load test against the real KalamDB server it starts itself (--kalamdb-bin), where the binary is
+present (../shared/kalamdb/kalamdb-server, or $KALAMDB_BIN); skipped with the reason where it is not."""
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from locust_run import run_locust
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def test_a_short_main_job_against_a_managed_kalamdb(tmp_path, kalamdb_bin):
+    r = run_locust(tmp_path, "--kalamdb-bin", kalamdb_bin, "--latency-threshold-ms", "250", run_time="8s",
+                   timeout=180)
+    assert r.report is not None, r.output[-3000:]
+    server = r.report["run"]["server"]
+    assert server["kind"] == "kalamdb" and re.fullmatch(r"\d+\.\d+\.\d+\S*", server["version"]), server
+    assert r.report["run"]["host"] == server["url"] and server["url"].startswith("http://127.0.0.1:")
+    # its log is kept and named; the root password is nowhere in the output or the report
+    assert os.path.isfile(server["log_path"]) and os.path.getsize(server["log_path"]) > 0
+    assert "root_password" not in str(r.report) and "KALAMDB_ROOT_PASSWORD" not in r.output
+    figures = {k: f"{v['verdict']}: {v['figure']}" for k, v in r.scenarios.items()}
+    code, latency = r.clean_exit
+    live = ("L1", "L2", "L3", "L4", "L5", "L6", "L7", "L8", "L10")
+    assert {k: r.verdict(k) for k in live} == dict.fromkeys(live, "pass"), figures
+    assert r.verdict("SC-054") == latency and r.returncode == code, figures
+    assert r.scenarios["L4"]["details"]["lost"] == 0 and r.report["figures"]["outage"] is None
+    # the server is stopped at the end: its port answers no more
+    pid = int(re.search(r"started KalamDB \S+ at \S+ \(pid (\d+);", r.output).group(1))
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] == "Z"
+
+
+def test_kalamdb_bin_that_is_not_an_executable_is_a_clear_error(tmp_path):
+    r = run_locust(tmp_path, "--kalamdb-bin", str(tmp_path / "nope"), run_time="5s", timeout=60)
+    assert r.returncode == 2 and r.report is None
+    assert f"locust: error: --kalamdb-bin: '{tmp_path / 'nope'}' is not an executable file" in r.output
