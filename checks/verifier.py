@@ -75,7 +75,7 @@ from .histogram import LatencyHistogram
 from .ledger import LedgerView, WriteLedger
 from .model import (KIND_DELETE, KIND_NAMES, KIND_SNAPSHOT, KIND_UPDATE, OP_DELETE,
                     OP_NAMES, OP_UPDATE, OUTCOME_ACK, OUTCOME_NAMES, OUTCOME_PENDING,
-                    OUTCOME_REJECTED, OUTCOME_UNKNOWN, seq_commit_seconds)
+                    OUTCOME_REJECTED, OUTCOME_UNKNOWN, seq_commit_ms, seq_commit_seconds)
 
 INF = float("inf")
 LATENCY_STARTS = ("sent", "ack", "commit")
@@ -120,6 +120,9 @@ class SubscriptionResult:
     malformed: int = 0
     out_of_order: dict = field(default_factory=lambda: {"seq": 0, "seq_before_from": 0, "writer": 0,
                                                         "row": 0, "seq_vs_writer_order": 0})
+    # where each out-of-order _seq arrived: in the first HANDOVER_CHANGES changes after a subscribe or a
+    # resume (KalamDB's snapshot-to-live handover), or in the steady stream after them
+    order_phases: dict = field(default_factory=lambda: {"after_subscribe": 0, "after_resume": 0, "steady": 0})
     wrong_old_values: int = 0
     wrong_deleted_flag: int = 0
     collapsed_gap: int = 0
@@ -173,7 +176,7 @@ class SubscriptionResult:
         d = {k: getattr(self, k) for k in (
             "key", "listener", "subscription_id", "owner", "group", "table", "table_kind", "snapshot",
             "epochs", "resumes", "arrivals", "change_messages", "change_messages_last_epoch",
-            "snapshot_rows", "by_op", "unexpected", "foreign", "malformed", "out_of_order",
+            "snapshot_rows", "by_op", "unexpected", "foreign", "malformed", "out_of_order", "order_phases",
             "wrong_old_values", "wrong_deleted_flag", "collapsed_gap", "superseded_before_snapshot",
             "deleted_before_snapshot", "deletes_not_replayed", "not_expected_missing",
             "unknown_missing", "unknown_delivered", "lost_last_epoch", "content_checked",
@@ -434,6 +437,17 @@ def reconcile(ledger: WriteLedger, log: ArrivalLog,
     return res
 
 
+HANDOVER_CHANGES = 50   # changes of an epoch that count as its handover (buffered ones are flushed first)
+
+
+def order_phase(position: int, resumed: bool) -> str:
+    """Where in its epoch an arrival came: its first HANDOVER_CHANGES changes, after a subscribe or a
+    resume, or the steady stream."""
+    if position < HANDOVER_CHANGES:
+        return "after_resume" if resumed else "after_subscribe"
+    return "steady"
+
+
 def _check_order(v, res, sampler, epochs, F_idx, F_seq, F_ep) -> None:
     ooo = 0
     bounds = []
@@ -466,12 +480,16 @@ def _check_order(v, res, sampler, epochs, F_idx, F_seq, F_ep) -> None:
     if ooo or seq_vs_writer or res.out_of_order["seq_before_from"]:
         # slow path: walk arrivals; version chains and writers have increasing idx in the ledger
         last_seq = None
+        first_of_epoch = {e: a for e, a, _ in bounds}
         last_of_writer: dict = {}
         last_of_key: dict = {}
         wr, key = v.writer, v.key
         for j, (i, s, e) in enumerate(zip(F_idx, F_seq, F_ep)):
             if j and F_ep[j - 1] == e and last_seq is not None and s <= last_seq:
-                sampler.add("out_of_order_seq", i, seq=s, previous_seq=last_seq, epoch=e)
+                phase = order_phase(j - first_of_epoch.get(e, 0), e < len(epochs) and epochs[e].is_resume)
+                res.order_phases[phase] += 1
+                sampler.add("out_of_order_seq", i, seq=s, previous_seq=last_seq, epoch=e, phase=phase,
+                            seq_gap_ms=seq_commit_ms(last_seq) - seq_commit_ms(s))
             last_seq = s
             if e < len(epochs) and epochs[e].is_resume and s <= epochs[e].resume_from:
                 sampler.add("seq_before_from", i, seq=s, resume_from=epochs[e].resume_from, epoch=e)
@@ -1039,15 +1057,18 @@ def verdicts(ledger: Union[WriteLedger, Iterable[WriteLedger], Mapping, None],
                  "seq_vs_writer_order": ooo["seq_vs_writer_order"],
                  "seq_divergent": div["seq_mismatch"], "order_divergent": div["order_inversions"]}
     v6, reasons6 = ctx.decide(failures6)
-    d6 = {**failures6, "subs_diverging": div["subs_diverging"], "failing": reasons6,
+    phases = {k: sum(r.order_phases[k] for r in results) for k in ("after_subscribe", "after_resume", "steady")}
+    d6 = {**failures6, "subs_diverging": div["subs_diverging"], "failing": reasons6, "by_phase": phases,
           "samples": _samples(results, "out_of_order_seq", "seq_before_from", "out_of_order_writer",
                               "out_of_order_row") + div["samples"]}
     if not n_arr:
         out["L6"] = _verdict(ctx, "L6", "skipped", "no arrivals", None, None, d6)
     else:
         total6 = sum(failures6.values())
+        where = _nonzero(**phases)
         out["L6"] = _verdict(ctx, "L6", v6, f"{total6} ordering anomalies in {n_arr} arrivals"
-                             + (f" ({_nonzero(**failures6)})" if total6 else ""), total6, "0", d6)
+                             + (f" ({_nonzero(**failures6)})" if total6 else "")
+                             + (f"; out-of-order _seq by phase: {where}" if where else ""), total6, "0", d6)
 
     # L7 changes counter
     if not counters:

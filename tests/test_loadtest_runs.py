@@ -175,3 +175,16 @@ def test_server_side_disconnects_are_resumed(tmp_path):
     assert sum(r.report["figures"]["disconnects_unexpected"].values()) > 0
     assert lost_total(r) == 0
     assert r.verdict("L9") == "pass"
+
+
+def test_a_reorder_at_the_resume_handover_is_placed_after_resume(tmp_path):
+    # the stand-in swaps the first two live changes of the first resumes (KalamDB's handover race): L6
+    # fails, each anomaly placed "after resume", as many as the stand-in swapped
+    r = run_locust(tmp_path, *LAT, "--reconnect-every", "2", "--reconnect-share", "0.5",
+                   faults={"handover_reorder": 3}, run_time="8s")
+    swapped = r.stat("standin_handover_reordered")
+    assert swapped > 0
+    assert r.failing == {"L6", "L10"}, figures(r)
+    assert r.scenarios["L6"]["details"]["by_phase"] == {"after_subscribe": 0, "after_resume": swapped, "steady": 0}
+    assert r.scenarios["L6"]["figure"].endswith(f"out-of-order _seq by phase: {swapped} after resume")
+    assert lost_total(r) == 0

@@ -4,6 +4,7 @@ import pytest
 
 from checks import (KIND_DELETE, KIND_INSERT, OUTCOME_REJECTED, OUTCOME_UNKNOWN,
                     Thresholds, Workload, reconcile, verdicts)
+from checks.model import seq_commit_ms
 from checks.testing import History
 
 USER_WL = Workload("inbox", "user", ("body",))
@@ -179,6 +180,31 @@ def test_out_of_order_by_seq_and_writer():
                               "seq_vs_writer_order": 0}
     assert rep["L6"].verdict == "fail" and rep["L10"].verdict == "fail"
     assert "1 out of order seq" in rep["L6"].figure
+
+
+def test_out_of_order_seq_is_placed_by_phase_with_its_gap():
+    # an inversion in the first changes after a resume (KalamDB's handover), and one in the steady stream
+    h = History()
+    a = h.subscription("la")
+    ids = [h.insert("w1") for _ in range(60)]
+    for i in ids[:5]:
+        h.deliver(a, i)
+    a.disconnected(h.tick())
+    a.subscribed(h.tick(), resume_from=h.seq[ids[4]])
+    a.ready(h.tick())
+    h.deliver(a, ids[6])
+    h.deliver(a, ids[5])                                # the lower _seq after the higher: position 1
+    for i in ids[7:58]:
+        h.deliver(a, i)
+    h.deliver(a, ids[59])
+    h.deliver(a, ids[58])                               # position 53 of the epoch: steady
+    (r,), rep = run(h, [a])
+    assert r.order_phases == {"after_subscribe": 0, "after_resume": 1, "steady": 1}
+    assert rep["L6"].details["by_phase"] == {"after_subscribe": 0, "after_resume": 1, "steady": 1}
+    assert rep["L6"].figure.endswith("out-of-order _seq by phase: 1 after resume, 1 steady")
+    gaps = {x["phase"]: x["seq_gap_ms"] for x in rep["L6"].details["samples"] if x["anomaly"] == "out_of_order_seq"}
+    ms = [seq_commit_ms(h.seq[i]) for i in ids]
+    assert gaps == {"after_resume": ms[6] - ms[5], "steady": ms[59] - ms[58]} and min(gaps.values()) > 0
 
 
 def test_out_of_order_by_writer_with_increasing_seq():
