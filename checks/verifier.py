@@ -886,7 +886,9 @@ def _delivery_verdict(ctx: _Context, vid: str, results: list, ops: tuple, label:
     failures = {"lost": lost if loss_fails else 0, "duplicated": dup, **extra_failures}
     explained = ctx.drain_timed_out or bool(ctx.vanished)
     verdict, reasons = ctx.decide(failures, known, explained_loss=explained)
-    figure = f"lost {lost} of {expected} {label} ({lost_subs} subs)"
+    figure = (f"lost {lost:,} of {expected:,} {label}; "
+              + (f"{lost_subs} of {len(results)} subscriptions lost some" if lost_subs
+                 else "no subscription lost any"))
     known_details = {k: ctx.known(k, c) for k, c in known.items() if c}
     if KNOWN_QUEUE_DROPS in known_details:
         known_details[KNOWN_QUEUE_DROPS].update(accepted=bool(accepted_qd) and accepted_qd == qd,

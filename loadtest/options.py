@@ -91,7 +91,7 @@ def add_stress_arguments(g) -> None:
                    help="S5: after the writers stop (and the drain), keep sampling this long; memory must be "
                         "back within --memory-release-pct of the baseline within it")
     g.add_argument("--memory-growth-pct", type=float, default=10.0, help="S1/S2/S7: largest memory growth over baseline")
-    g.add_argument("--memory-release-pct", type=float, default=5.0, help="S5: memory back within this %% of baseline")
+    g.add_argument("--memory-release-pct", type=float, default=5.0, help="S5: memory back within this percentage of baseline")
     g.add_argument("--leak-slope-mb-per-min", type=float, default=0.5,
                    help="S1/S2: smallest significant memory slope called a leak")
     g.add_argument("--rows-per-writer", type=int, default=10_000,
@@ -100,7 +100,7 @@ def add_stress_arguments(g) -> None:
                    help="S2: seconds of load needed (10 writers + 20 listeners for 5 min)")
     g.add_argument("--cpu-threshold-pct", type=float, default=80.0, help="S3: highest average server CPU")
     g.add_argument("--cpu-cores", type=int, default=0,
-                   help="S3: what 100 %% CPU means: 0 = every core of the server's machine (share of the "
+                   help="S3: what full CPU means: 0 = every core of the server's machine (share of the "
                         "machine), 1 = one core (as top shows a process), N = N cores")
     g.add_argument("--target-write-rate", type=float, default=1000.0,
                    help="S3: acknowledged inserts per second the run must reach for S3 to pass")

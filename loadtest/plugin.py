@@ -57,6 +57,8 @@ class LoadTest:
         self.setup_error: str | None = None
         self.report: dict | None = None
         self.clock_offset = 0.0       # test hook (loadtest.distributed.hooks)
+        self.unprinted: dict | None = None   # a headless run's report, printed at Locust's quit
+        self.verdict_files: list = []
 
     @property
     def is_worker(self) -> bool:
@@ -179,9 +181,25 @@ class LoadTest:
         if obs is not None:
             obs.final(report, series, hist)
         write_files(record, report, series, hist, obs.server if obs is not None else None)
-        print_verdict(report)   # after the files: a terminal that goes away (tee on Ctrl-C) loses nothing
+        # after the files (a terminal that goes away, tee on Ctrl-C, loses nothing); headless, the verdict
+        # is the terminal's last block: printed at Locust's quit, after its statistics tables
+        self.verdict_files = [f for f in (o.report_json, o.report_html, o.report_junit) if f]
+        if self.headless:
+            self.unprinted = report
+        else:
+            print_verdict(report, self.verdict_files)
         run.close(report)
         return report
+
+    @property
+    def headless(self) -> bool:
+        return getattr(self.env, "web_ui", None) is None
+
+    def on_quit(self, **_kw) -> None:
+        """Locust's quit event: its tables are printed; the verdict goes last."""
+        report, self.unprinted = self.unprinted, None
+        if report is not None:
+            print_verdict(report, self.verdict_files)
 
     def quit(self) -> None:
         try:
@@ -282,6 +300,7 @@ def _on_init(environment, web_ui=None, **_kw):
     lt.clock_offset = hooks.install_clock_offset()
     # these three events do not pass the environment: bound to this process's LoadTest instead
     environment.events.request.add_listener(lt.on_request)
+    environment.events.quit.add_listener(lt.on_quit)
     if lt.is_worker:
         lt.agent = WorkerAgent(environment, on_run_over=lt.forget_run)
         environment.events.report_to_master.add_listener(lt.on_report_to_master)

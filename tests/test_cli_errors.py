@@ -73,7 +73,8 @@ def test_a_host_that_is_not_kalamdb_is_named_so_once(tmp_path):
         srv.wait()
     says = f"http://127.0.0.1:{port}: not a KalamDB server (POST /v1/api/auth/login answered 501) — check --host"
     assert r.returncode == 1 and r.report["summary"]["verdict"] == "inconclusive"
-    assert r.output.count(says) == 2   # the log line and the verdict's note, nothing else
+    assert r.output.count(says) == 1 and r.report["notes"] == [f"set-up failed: {says}"]   # the log line, the note
+    assert r.output.count("not a KalamDB server") == 2   # nothing else says it again
     assert "<html" not in r.output.lower() and "Traceback" not in r.output and "x-secret-9" not in r.output
 
 

@@ -41,6 +41,15 @@ def test_clean_run_passes_every_scenario_and_exits_zero(tmp_path):
         assert r.returncode == 0 and r.report["summary"]["verdict"] == "pass", r.report["notes"]
         assert r.verdict("SC-054") == "pass" and "OVERALL PASS" in r.output
     assert r.report["figures"]["outage"] is None
+    # the terminal ends with the verdict: after Locust's tables, the report files named, lines of ≤ 120
+    # columns, the 11 skipped stress rows on one line, the run's verdict last
+    out = r.output.rstrip().splitlines()
+    block = out[max(i for i, line in enumerate(out) if line.startswith("KalamDB live-query verification")):]
+    assert max(i for i, line in enumerate(out) if "Response time percentiles" in line) < len(out) - len(block)
+    assert block[-1].startswith("  OVERALL ") and all(len(line) <= 120 for line in block), block
+    assert block[1].startswith("  reports: ") and r.report["run"]["run_id"] in block[0]
+    assert sum(1 for line in block if "not a stress profile" in line) == 1
+    assert "lost 0 of" in r.scenarios["L1"]["figure"] and "no subscription lost any" in r.scenarios["L1"]["figure"]
     assert r.report["figures"]["resumes"] > 0
     assert r.stat("standin_notifications_sent") >= 1000
     # the generator's own lag, counted over every connection (reconnects included), apart from latency

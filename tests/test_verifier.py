@@ -88,7 +88,7 @@ def test_lost_insert_fails_L1_with_exact_figure():
     assert (ra.lost, rb.lost) == (0, 1)
     assert rb.samples["lost"][0]["n"] == 3 and rb.samples["lost"][0]["writer"] == "w2"
     assert rep["L1"].verdict == "fail"
-    assert rep["L1"].figure.startswith("lost 1 of 14 inserts (1 subs)")
+    assert rep["L1"].figure.startswith("lost 1 of 14 inserts; 1 of 2 subscriptions lost some")
     assert rep["L4"].verdict == "fail" and rep["L8"].verdict == "fail"
     assert rep["L1"].value == pytest.approx(100 * 13 / 14, abs=1e-3)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import textwrap
 
 log = logging.getLogger(__name__)
 
@@ -28,21 +29,42 @@ def build(run_info: dict, scenarios: dict, figures: dict, subscriptions: list, n
     }
 
 
-def console_lines(report: dict) -> list[str]:
+WIDTH = 120   # a terminal's lines: longer ones wrap, indented under the figure
+
+
+def console_lines(report: dict, files: list | None = None) -> list[str]:
+    """The verdict block a terminal ends with: the files, one row per scenario (skipped ones with the same
+    reason on one row), the notes, the run's verdict last."""
     run_id = report["run"].get("run_id")
     lines = [f"KalamDB live-query verification — "
              + (f"run {run_id}" if run_id else "no run (set-up failed)")
              + f" ({report['run'].get('workload', '?')} workload)"]
+    if files:
+        lines.append("  reports: " + ", ".join(files))
+    skipped: dict = {}
     for sid, s in report["scenarios"].items():
+        if s["verdict"] == "skipped":
+            skipped.setdefault(s.get("figure", ""), []).append(sid)
+    for sid, s in report["scenarios"].items():
+        if s["verdict"] == "skipped" and len(skipped[s.get("figure", "")]) > 1:
+            ids = skipped[s.get("figure", "")]
+            if ids[0] == sid:
+                lines += _wrap(f"{'SKIPPED':<21} {', '.join(ids)}: {s.get('figure', '')}")
+            continue
         thr = s.get("threshold")
         thr_text = f"  [threshold {thr}]" if thr not in (None, "") else ""
-        lines.append(f"  {sid:<7} {s['verdict'].upper():<13} {s.get('title', '')}: {s.get('figure', '')}{thr_text}")
+        lines += _wrap(f"{sid:<7} {s['verdict'].upper():<13} {s.get('title', '')}: {s.get('figure', '')}{thr_text}")
     for note in report.get("notes", []):
-        lines.append(f"  note: {note}")
+        lines += _wrap(f"note: {note}")
     s = report["summary"]
     lines.append(f"  OVERALL {s['verdict'].upper()} (exit code {s['exit_code']})")
     return lines
 
 
-def print_verdict(report: dict) -> None:
-    print("\n".join(console_lines(report)), file=sys.stderr, flush=True)
+def _wrap(line: str) -> list[str]:
+    return textwrap.wrap(line, width=WIDTH, initial_indent="  ", subsequent_indent=" " * 24,
+                         break_on_hyphens=False) or [line]
+
+
+def print_verdict(report: dict, files: list | None = None) -> None:
+    print("\n".join(console_lines(report, files)), file=sys.stderr, flush=True)
