@@ -40,7 +40,7 @@ def console_lines(report: dict, files: list | None = None) -> list[str]:
              + (f"run {run_id}" if run_id else "no run (set-up failed)")
              + f" ({report['run'].get('workload', '?')} workload)"]
     if files:
-        lines.append("  reports: " + ", ".join(files))
+        lines += _wrap("reports: " + ", ".join(files), indent=11)
     skipped: dict = {}
     for sid, s in report["scenarios"].items():
         if s["verdict"] == "skipped":
@@ -61,9 +61,9 @@ def console_lines(report: dict, files: list | None = None) -> list[str]:
     return lines
 
 
-def _wrap(line: str) -> list[str]:
-    return textwrap.wrap(line, width=WIDTH, initial_indent="  ", subsequent_indent=" " * 24,
-                         break_on_hyphens=False) or [line]
+def _wrap(line: str, indent: int = 24) -> list[str]:
+    return textwrap.wrap(line, width=WIDTH, initial_indent="  ", subsequent_indent=" " * indent,
+                         break_on_hyphens=False, break_long_words=False) or [line]
 
 
 def print_verdict(report: dict, files: list | None = None) -> None:
