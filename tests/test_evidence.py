@@ -65,15 +65,22 @@ def test_a_saturated_generator_makes_latency_inconclusive_and_only_latency():
     assert j.verdict == "inconclusive" and j.notes[0].startswith("the load generator was saturated (CPU 97 %)")
 
 
+def test_a_saturated_generator_with_no_latency_to_judge_adds_no_note():
+    scen = {"L1": sc("skipped"), "SC-054": sc("skipped"), "GEN": sc("warning")}
+    j = judge_run(scen, Evidence(generator_saturated="lag"))
+    assert j.notes == ["no scenario was exercised (every one skipped): nothing was verified"]
+    assert j.scenarios["SC-054"]["verdict"] == "skipped"
+
+
 def test_generator_health_thresholds():
-    assert not GeneratorHealth(cpu_fraction=0.5, loop_lag_p99_ms=2.0).saturated
-    assert GeneratorHealth(cpu_fraction=0.95, loop_lag_p99_ms=2.0).saturated
-    assert GeneratorHealth(cpu_fraction=0.2, loop_lag_p99_ms=25.0).saturated
-    busy = GeneratorHealth(cpu_fraction=0.2, loop_lag_p99_ms=25.0).verdict()
+    assert not GeneratorHealth(cpu_fraction=0.5, loop_lag_p95_ms=2.0).saturated
+    assert GeneratorHealth(cpu_fraction=0.95, loop_lag_p95_ms=2.0).saturated
+    assert GeneratorHealth(cpu_fraction=0.2, loop_lag_p95_ms=25.0).saturated
+    busy = GeneratorHealth(cpu_fraction=0.2, loop_lag_p95_ms=25.0).verdict()
     assert busy["verdict"] == "warning" and busy["figure"].endswith("the machine is busy with other work)")
-    assert GeneratorHealth(cpu_fraction=0.95, loop_lag_p99_ms=2.0).verdict()["figure"].endswith("(its core is full)")
+    assert GeneratorHealth(cpu_fraction=0.95, loop_lag_p95_ms=2.0).verdict()["figure"].endswith("(its core is full)")
     assert GeneratorHealth().verdict()["verdict"] == "skipped"
-    assert GeneratorHealth(cpu_fraction=0.2, loop_lag_p99_ms=1.0).verdict()["verdict"] == "pass"
+    assert GeneratorHealth(cpu_fraction=0.2, loop_lag_p95_ms=1.0).verdict()["verdict"] == "pass"
 
 
 def test_find_outage():

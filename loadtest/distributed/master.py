@@ -293,7 +293,7 @@ class MasterRun(Run):
         the run, named."""
         gens = [dict(w.meta["generator"], where=f"worker {w.label}") for w in self.workers.values()
                 if w.meta.get("generator")]
-        return max(gens, key=lambda g: (g.get("loop_lag_p99_ms") or 0.0, g.get("cpu_fraction") or 0.0), default=None)
+        return max(gens, key=lambda g: (g.get("loop_lag_p95_ms") or 0.0, g.get("cpu_fraction") or 0.0), default=None)
 
     def distributed_report(self) -> dict:
         """report["distributed"]: each worker, the lost ones, the clocks, the end handshake's timings."""

@@ -182,7 +182,7 @@ def evidence_of(run, scen: dict, listener_lag: dict) -> Evidence:
                              stats_unreadable=bool(flags.get("stats_error")),
                              end=run.writing_stopped_at)
     g = run.generator or {}
-    health = GeneratorHealth(cpu_fraction=g.get("cpu_fraction"), loop_lag_p99_ms=g.get("loop_lag_p99_ms"),
+    health = GeneratorHealth(cpu_fraction=g.get("cpu_fraction"), loop_lag_p95_ms=g.get("loop_lag_p95_ms"),
                              loop_lag_max_ms=g.get("loop_lag_max_ms"), listener_lag_mean_ms=listener_lag.get("mean"),
                              where=g.get("where", "this process"))
     saturated = health.figure() + health.cause() if health.saturated else None
