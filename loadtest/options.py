@@ -15,7 +15,7 @@ def add_arguments(parser) -> None:
     g = parser
     g.add_argument("--workload", choices=WORKLOAD_CHOICES, default=BOTH,
                    help="shared: one PUBLIC shared table every listener sees; agent-chat: a USER messages table, "
-                        "agents write EXECUTE AS USER into humans' conversations; both (default)")
+                        "agents write EXECUTE AS USER into humans' conversations; both: the two at once")
     g.add_argument("--writers", type=int, default=10, help="writer users (fixed count)")
     g.add_argument("--listeners", type=int, default=20,
                    help="WebSocket listener users (fixed count)")
@@ -132,6 +132,26 @@ def add_stress_arguments(g) -> None:
                         "0 = off")
     g.add_argument("--progress-interval", type=float, default=5.0,
                    help="seconds between progress lines on the terminal in headless runs; 0 = off")
+
+
+# How `python3 -m loadtest --help` groups the options (tests/test_structure.py: every option in exactly one)
+GROUPS = {
+    "run (users, rates, the end of a run)": (
+        "--writers", "--listeners", "--write-rate", "--auth-rate", "--barrier-timeout", "--drain-timeout",
+        "--drain-quiet", "--cleanup"),
+    "workload": ("--workload", "--op-mix", "--stream-tokens", "--payload-bytes", "--snapshot-batch-size",
+                 "--reconnect-every", "--reconnect-pause", "--reconnect-share"),
+    "verification": ("--latency-from", "--latency-threshold-ms", "--latency-quantile", "--min-high-frequency",
+                     "--accept-known", "--live-verify-interval", "--progress-interval"),
+    "reports": ("--report-json", "--report-html", "--report-junit"),
+    "server (without --host)": ("--kalamdb-bin", "--standin-config", "--standin-fault"),
+    "stress (S1-S10, SC-057)": (
+        "--stress", "--readers", "--reader-rate", "--monitor-interval", "--warmup", "--baseline-window",
+        "--release-window", "--memory-growth-pct", "--memory-release-pct", "--leak-slope-mb-per-min",
+        "--rows-per-writer", "--sustained-min-duration", "--cpu-threshold-pct", "--cpu-cores",
+        "--target-write-rate", "--query-p95-ms", "--flush-every", "--stall-seconds", "--storage-bound-mb",
+        "--uptime-min-notifications", "--uptime-min", "--leak-probe", "--leak-grace"),
+}
 
 
 def parse_accept_known(text: str) -> frozenset:

@@ -6,6 +6,9 @@ they import nothing of loadtest/ or users/. users/ are thin Locust users: nothin
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -128,3 +131,24 @@ def test_no_module_global_locates_the_run():
     text = "\n".join(p.read_text(encoding="utf-8") for p in _modules().values())
     for locator in ("_state[", "_observer[", "_process[", "current_run(", "current_observer("):
         assert locator not in text, locator
+
+
+def test_python_m_loadtest_help_lists_every_option_once_in_its_group():
+    # the options as Locust's parser gets them (its own process: Locust must not be imported here)
+    code = ("import json; from loadtest.__main__ import _Collect; from loadtest.options import add_arguments, GROUPS; "
+            "c = _Collect(); add_arguments(c); "
+            "print(json.dumps([[a[0] for a, _ in c.calls], {k: list(v) for k, v in GROUPS.items()}]))")
+    got = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    flags, groups = json.loads(got.stdout)
+    grouped = [f for fs in groups.values() for f in fs]
+    assert sorted(grouped) == sorted(flags) and len(set(grouped)) == len(grouped)
+    p = subprocess.run([sys.executable, "-m", "loadtest", "--help"], cwd=REPO, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    for title, fs in groups.items():
+        section = p.stdout.split(f"\n{title}:\n", 1)[1].split("\n\n", 1)[0]
+        assert all(f in section for f in fs), (title, section)
+    assert "(default: 20.0)" in p.stdout and "%%" not in p.stdout
+    bad = subprocess.run([sys.executable, "-m", "loadtest", "run"], cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "try --help" in bad.stderr
