@@ -61,10 +61,13 @@ class RunResult:
 
 def run_locust(tmp_path, *args, faults: dict | None = None, run_time: str = "6s", small: bool = True,
                env: dict | None = None, timeout: float = 120, interrupt_after: float | None = None,
-               interrupt_group: bool = False, interrupt_when: str | None = None) -> RunResult:
+               interrupt_group: bool = False, interrupt_when: str | None = None,
+               after_line: tuple | None = None) -> RunResult:
     """interrupt_after: seconds after the start (or after the first output line containing
     ``interrupt_when``) to send SIGINT; interrupt_group: to the whole process group, as a terminal's
-    Ctrl-C does (the load test then runs in a session of its own)."""
+    Ctrl-C does (the load test then runs in a session of its own). after_line: (text, seconds, fn): call
+    fn() that many seconds after the first output line containing text (e.g. restart the server 3 s after
+    "writers start", whenever that comes on a busy machine)."""
     stamp = time.monotonic_ns()
     report = Path(tmp_path) / f"verdict-{stamp}.json"
     cmd = [sys.executable, "-m", "locust", "-f", str(REPO / "locustfile.py"), "--config", str(REPO / "locust.conf"),
@@ -84,12 +87,16 @@ def run_locust(tmp_path, *args, faults: dict | None = None, run_time: str = "6s"
                             start_new_session=interrupt_group)
     lines: list[str] = []
     seen = threading.Event()
+    acted = threading.Event()
 
     def read():
         for line in proc.stdout:
             lines.append(line)
             if interrupt_when is not None and interrupt_when in line:
                 seen.set()
+            if after_line is not None and after_line[0] in line and not acted.is_set():
+                acted.set()
+                threading.Timer(after_line[1], after_line[2]).start()
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()

@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -49,12 +48,9 @@ def test_a_crash_late_in_the_run_with_three_listeners_is_named_and_is_not_a_pass
 
 def test_a_restart_mid_run_is_named_even_though_nothing_was_lost(tmp_path, standin_factory):
     s = standin_factory()
-    t = threading.Timer(6.0, lambda: s.restart(kill=True))
-    t.start()
-    try:
-        r = run_locust(tmp_path, "--host", s.url, run_time="10s", env=ADMIN)
-    finally:
-        t.cancel()
+    # killed and started again 3 s into the writing, whenever the writing starts
+    r = run_locust(tmp_path, "--host", s.url, run_time="10s", env=ADMIN,
+                   after_line=("writers start", 3.0, lambda: s.restart(kill=True)))
     assert r.report is not None, r.output[-3000:]
     outage = r.report["figures"]["outage"]
     assert outage is not None and outage["seconds"] is not None and 0 < outage["seconds"] < 5, outage
