@@ -8,6 +8,7 @@ import re
 import pytest
 
 from locust_run import run_locust
+from test_stress_runs import RUN_TIME, STRESS
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -37,3 +38,32 @@ def test_kalamdb_bin_that_is_not_an_executable_is_a_clear_error(tmp_path):
     r = run_locust(tmp_path, "--kalamdb-bin", str(tmp_path / "nope"), run_time="5s", timeout=60)
     assert r.returncode == 2 and r.report is None
     assert f"locust: error: --kalamdb-bin: '{tmp_path / 'nope'}' is not an executable file" in r.output
+
+
+def test_two_worker_processes_against_a_managed_kalamdb(tmp_path, kalamdb_bin):
+    r = run_locust(tmp_path, "--kalamdb-bin", kalamdb_bin, "--processes", "2", "--latency-threshold-ms", "250",
+                   run_time="8s", timeout=180)
+    assert r.report is not None, r.output[-3000:]
+    assert r.report["run"]["server"]["kind"] == "kalamdb"
+    workers = r.report["distributed"]["workers"]
+    assert len(workers) == 2 and all(w["ledger_received"] and w["results_received"] for w in workers)
+    assert r.report["distributed"]["lost_workers"] == []
+    code, latency = r.clean_exit
+    live = ("L1", "L4", "L5", "L6", "L7", "L8", "L10")
+    assert {k: r.verdict(k) for k in live} == dict.fromkeys(live, "pass"), r.output[-3000:]
+    assert r.verdict("SC-054") == latency and r.returncode == code
+
+
+def test_a_short_stress_run_samples_the_managed_kalamdb(tmp_path, kalamdb_bin):
+    r = run_locust(tmp_path, *STRESS, "--kalamdb-bin", kalamdb_bin, run_time=RUN_TIME, timeout=200)
+    assert r.report is not None, r.output[-3000:]
+    mon = r.report["monitor"]
+    pid = int(re.search(r"started KalamDB \S+ at \S+ \(pid (\d+);", r.output).group(1))
+    assert mon["server_pid"] == pid and mon["gaps"] == 0 and len(mon["rows"]) >= 20   # psutil on the real server
+    assert all(row[1] and row[1] > 0 for row in mon["rows"])                             # its RSS, MB
+    steady = ("L1", "L4", "L7", "L8", "S3", "S4", "S6", "S8", "S10", "SC-057")
+    assert {k: r.verdict(k) for k in steady} == dict.fromkeys(steady, "pass"), \
+        {k: r.scenarios[k]["figure"] for k in steady}
+    # memory is judged from real samples (KalamDB 0.4.3-rc.4 grows its RocksDB memory in the first
+    # seconds of load: a finding about the server, so its verdict is not asserted here)
+    assert all(r.verdict(k) in ("pass", "fail") for k in ("S1", "S5", "S7")), {k: r.scenarios[k]["figure"] for k in ("S1", "S5", "S7")}
