@@ -83,13 +83,17 @@ class LoadTest:
                               env={"KALAMDB_JWT_SECRET": secrets.token_urlsafe(32)})
         proc.__enter__()
         log.info("no --host given: started the built-in KalamDB stand-in at %s (pid %s)", proc.url, proc.pid)
+        self.use_server(proc, root_password)
+
+    def use_server(self, proc, root_password: str) -> None:
+        """The server this process started is the run's host, with its root account."""
         self.server = proc
         # in its own process group (Ctrl-C does not reach it), so stopped here on every way out, also
         # where Locust exits without its quitting event (a master that gave up waiting for workers)
         atexit.register(self.stop_server)
         self.admin = AdminCredentials("root", root_password)
         self.env.host = proc.url
-        o.host = proc.url
+        self.env.parsed_options.host = proc.url
 
     def start_kalamdb(self, o) -> None:
         """--kalamdb-bin: run against that real KalamDB, started here like the stand-in (its root password
@@ -103,11 +107,7 @@ class LoadTest:
             raise SystemExit(f"--kalamdb-bin {o.kalamdb_bin}: the server did not start: {exc}") from None
         log.info("no --host given: started KalamDB %s at %s (pid %s; log %s)", o.kalamdb_bin, proc.url, proc.pid,
                  proc.log_path)
-        self.server = proc
-        atexit.register(self.stop_server)
-        self.admin = AdminCredentials("root", proc.root_password)
-        self.env.host = proc.url
-        o.host = proc.url
+        self.use_server(proc, proc.root_password)
 
     def server_info(self) -> dict | None:
         """run.server: the server this process started (kind, version, url, log_path)."""
@@ -151,8 +151,7 @@ class LoadTest:
             run.flags["setup_error"] = self.setup_error
             run.writers_may_start.set()
             # headless: the process ends with the report; in the web UI the run stops and the view says why
-            ui = getattr(self.env, "web_ui", None) is not None and not getattr(self.env.parsed_options, "headless", False)
-            gevent.spawn_later(0.1, self.env.runner.stop if ui else self.env.runner.quit)
+            gevent.spawn_later(0.1, self.env.runner.quit if self.headless else self.env.runner.stop)
 
     def start_observer(self) -> None:
         if self.is_worker or self.run is None:
