@@ -300,7 +300,8 @@ def given_back(leak: dict, release: Mapping | None) -> dict:
         return leak
     took = (release.get("details") or {}).get("took_s")
     back = release.get("verdict") == PASS and took is not None
-    out = dict(leak, given_back_s=took if back else None, release_verdict=release.get("verdict"))
+    out = dict(leak, given_back_s=took if back else None, release_verdict=release.get("verdict"),
+               kept_pct=(release.get("details") or {}).get("last_pct"))
     if leak["leak"] and back:
         out["leak"] = False
         out["reason"] = f"rose under load, given back {took:.0f} s after it: growth, not a leak"
@@ -318,7 +319,9 @@ def _leak_text(leak: dict) -> str:
     if leak.get("given_back_s") is not None:
         verdict = f"given back {leak['given_back_s']:.0f} s after the load: {verdict}"
     elif leak.get("release_verdict") == FAIL:
-        verdict = f"not given back after the load: {verdict}"
+        kept = leak.get("kept_pct")
+        verdict = (f"not all given back after the load ({_pct(kept)} over baseline at the end): {verdict}"
+                   if kept is not None else f"not given back after the load: {verdict}")
     return f"{text}: {verdict}"
 
 
@@ -651,8 +654,11 @@ def flush_buildup(times: Sequence[float], values: Sequence[float], flush_times: 
         # the build-up was given back after the load (S5), or it was not: a leak
         back = release.get("verdict") == PASS and took is not None
         details["given_back_s"] = took if back else None
+        kept = (release.get("details") or {}).get("last_pct")
         figure += (f", given back {took:.0f} s after it: not a leak" if back else
-                   ", not given back after the load: a leak" if release.get("verdict") == FAIL else "")
+                   (f", not all given back after the load ({_pct(kept)} over baseline at the end): a leak"
+                    if kept is not None else ", not given back after the load: a leak")
+                   if release.get("verdict") == FAIL else "")
     verdict = FAIL if rising or growth >= max_growth_pct else PASS
     return _verdict(id, title, verdict, figure, round(growth, 3), thr, details)
 

@@ -95,6 +95,9 @@ def test_memory_given_back_after_the_load_is_growth_not_a_leak():
     v = growth(times, values, release=kept)
     assert v["verdict"] == "fail" and v["details"]["leak"]["leak"] is True
     assert v["figure"].endswith("(R² 1.00, n 136): not given back after the load: leak")
+    v = growth(times, values, release={"verdict": "fail", "details": {"last_pct": 18.7}})
+    assert v["figure"].endswith("(R² 1.00, n 136): not all given back after the load (+18.7 % over baseline at "
+                                "the end): leak")
     # growth over the threshold fails as growth, whether or not it was given back
     times, values = run_of(lambda t: 200 * MB + (t - T0) / 60 * 10 * MB)
     v = growth(times, values, release=back)

@@ -193,6 +193,10 @@ def evidence_of(run, scen: dict, listener_lag: dict) -> Evidence:
         scen["GEN"] = health.verdict()
     elif scen.get("GEN", {}).get("verdict") == "warning":   # the stress monitor's CPU samples say so too
         saturated = saturated or scen["GEN"]["figure"]
+    elif saturated and "GEN" in scen:   # its CPU samples looked fine, its event loop did not: one GEN says so
+        monitor = scen["GEN"]
+        scen["GEN"] = health.verdict()
+        scen["GEN"]["details"]["monitor_cpu"] = {"figure": monitor.get("figure"), "details": monitor.get("details")}
     lost = [f"worker {x['node']} (host {x['hostname']}, pid {x['pid']}) lost: {x['why']}"
             for x in (run.distributed or {}).get("lost_workers", ())]
     bound = None
