@@ -197,6 +197,8 @@ def judge_run(scenarios: Mapping[str, dict], ev: Evidence) -> Judged:
         notes.append(f"the load generator was saturated ({ev.generator_saturated}): delivery latency (SC-054) "
                      "includes its own queueing and is not judged — not the server's doing")
         _not_judged(scen, LATENCY, f"load generator saturated: {ev.generator_saturated}")
+    if ev.generator_saturated:
+        _queue_drops_of_a_busy_generator(scen, ev.generator_saturated, notes)
     if ev.clock_bound_exceeded:
         notes.append(f"SC-054 not judged: {ev.clock_bound_exceeded}")
         _not_judged(scen, LATENCY, ev.clock_bound_exceeded)
@@ -229,6 +231,36 @@ def _not_judged(scen: dict, sid: str, why: str) -> None:
         x["details"] = dict(x.get("details") or {}, not_judged=why, would_be=x["verdict"])
         x["verdict"] = INCONCLUSIVE
         x["figure"] = f"{x.get('figure', '')} — not judged: {why}"
+
+
+def _queue_drops_of_a_busy_generator(scen: dict, why: str, notes: list) -> None:
+    """A loss that is all the server's own full-queue drops (counted by the server), in a run whose load
+    generator was saturated: its listeners read too slowly, so the drops say how slow the generator was,
+    not what the server does for its consumers. Not judged (inconclusive), and named as the generator's."""
+    dropped = 0
+    for sid in DELIVERY:
+        x = scen.get(sid)
+        if x is None or x["verdict"] != FAIL:
+            continue
+        d = x.get("details") or {}
+        qd = (d.get("known_behaviours") or {}).get("queue-drops") or {}
+        lost = (d.get("failing") or {}).get("lost", 0)
+        only_loss = set(d.get("failing") or {}) <= {"lost", "known:queue-drops"}
+        counted = qd.get("server_count") is not None and qd["server_count"] >= qd.get("count", 0)
+        if only_loss and counted and lost and qd.get("count") == d.get("lost"):
+            dropped = max(dropped, qd["count"])
+            _not_judged(scen, sid, f"load generator saturated: its listeners read too slowly ({why})")
+    # the stress scenarios that fail on the same loss alone (S2: "lost", S10: "lost_acked")
+    for sid, key in (("S2", "lost"), ("S10", "lost_acked")):
+        x = scen.get(sid)
+        d = (x or {}).get("details") or {}
+        if dropped and x is not None and x["verdict"] == FAIL and d.get("failures") == [key] \
+                and 0 < (d.get(key) or 0) <= dropped:
+            _not_judged(scen, sid, f"load generator saturated: its listeners read too slowly ({why})")
+    if dropped:
+        notes.append(f"{dropped:,} changes were dropped by the server at full connection queues while the load "
+                     f"generator was saturated: its listeners read too slowly, so that loss is not judged; run "
+                     "with --processes N or fewer listeners per process")
 
 
 def _short(text: str) -> str:

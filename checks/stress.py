@@ -45,6 +45,7 @@ __all__ = [
     "MB", "PASS", "FAIL", "INCONCLUSIVE", "SKIPPED", "Sample", "series", "window", "baseline_level",
     "max_gap", "linear_fit", "leak_estimate", "memory_growth", "memory_release", "cpu_under_load",
     "subscription_leaks", "query_latency", "flush_buildup", "subscription_health", "storage_bound",
+    "storage_growth", "memtable_budget", "MEMTABLES", "ROCKSDB_FIGURES",
     "ws_uptime", "degradation", "generator_saturation", "nearest_rank", "sustained_load",
 ]
 
@@ -292,6 +293,21 @@ def leak_estimate(times: Sequence[float], values: Sequence[float], *, k: float =
     return out
 
 
+def given_back(leak: dict, release: Mapping | None) -> dict:
+    """A rising slope under load is a leak only while the memory is not given back: where the release
+    verdict (S5's evidence) saw it back within its band after the load, it was growth under load."""
+    if release is None:
+        return leak
+    took = (release.get("details") or {}).get("took_s")
+    back = release.get("verdict") == PASS and took is not None
+    out = dict(leak, given_back_s=took if back else None, release_verdict=release.get("verdict"),
+               kept_pct=(release.get("details") or {}).get("last_pct"))
+    if leak["leak"] and back:
+        out["leak"] = False
+        out["reason"] = f"rose under load, given back {took:.0f} s after it: growth, not a leak"
+    return out
+
+
 def _leak_text(leak: dict) -> str:
     if leak["slope_mb_per_min"] is None:
         return f"leak not judged ({leak['reason']})"
@@ -300,6 +316,12 @@ def _leak_text(leak: dict) -> str:
     if leak["step"] is not None:
         text += f" after a step of {leak['step']['height_mb']:+.1f} MB"
     verdict = {True: "leak", False: "no leak", None: "leak undecided"}[leak["leak"]]
+    if leak.get("given_back_s") is not None:
+        verdict = f"given back {leak['given_back_s']:.0f} s after the load: {verdict}"
+    elif leak.get("release_verdict") == FAIL:
+        kept = leak.get("kept_pct")
+        verdict = (f"not all given back after the load ({_pct(kept)} over baseline at the end): {verdict}"
+                   if kept is not None else f"not given back after the load: {verdict}")
     return f"{text}: {verdict}"
 
 
@@ -311,11 +333,16 @@ def memory_growth(times: Sequence[float], values: Sequence[float], *, load_start
                   warmup_s: float = 30.0, baseline_s: float = 30.0, threshold_pct: float = 10.0,
                   smooth_n: int = 5, min_samples: int = 10, max_gap_s: float = 60.0,
                   min_duration_s: float = 0.0, fail_on_leak: bool = True, leak_k: float = 3.0,
-                  min_slope_mb_per_min: float = 0.5, server_gone_at: float | None = None, id: str = "S1",
+                  min_slope_mb_per_min: float = 0.5, server_gone_at: float | None = None,
+                  release: Mapping | None = None, id: str = "S1",
                   title: str = "server memory growth under load") -> dict:
     """Memory growth < ``threshold_pct`` over the baseline (see the module doc for the windows), and no
     leak (:func:`leak_estimate` on the steady part) when ``fail_on_leak``.  Use ``id="S2"``/``"SC-056"``
-    and ``min_duration_s=300`` for the 5-minute criteria."""
+    and ``min_duration_s=300`` for the 5-minute criteria.
+
+    Growth under load and a leak are two findings: memory that rose while loaded but was given back
+    after the load (``release``: the :func:`memory_release` verdict, passed) is growth, judged against
+    ``threshold_pct``, not a leak, however steep its slope was."""
     steady_from = load_start + warmup_s
     thr = f"< {threshold_pct:g} %"
     if load_end - load_start < min_duration_s:
@@ -345,13 +372,13 @@ def memory_growth(times: Sequence[float], values: Sequence[float], *, load_start
                         None, thr, {"baseline_bytes": base, "peak_bytes": peak, "server_gone_at": server_gone_at})
     peak_pct = (peak - base) / base * 100.0
     end_pct = (end_level - base) / base * 100.0
-    leak = leak_estimate(ts, vs, k=leak_k, min_slope_mb_per_min=min_slope_mb_per_min,
-                         min_points=min_samples)
+    leak = given_back(leak_estimate(ts, vs, k=leak_k, min_slope_mb_per_min=min_slope_mb_per_min,
+                                    min_points=min_samples), release)
     details = {"baseline_bytes": base, "peak_bytes": peak, "end_bytes": end_level, "peak_pct": peak_pct,
                "end_pct": end_pct, "leak": leak, "samples": len(vs), "max_gap_s": gap,
                "window": [steady_from, load_end]}
-    figure = (f"peak {_pct(peak_pct)} over baseline {_mb(base)} (end {_pct(end_pct)}; threshold {thr}); "
-              f"{_leak_text(leak)}")
+    figure = (f"growth under load: peak {_pct(peak_pct)} over baseline {_mb(base)} (end {_pct(end_pct)}; "
+              f"threshold {thr}); {_leak_text(leak)}")
     failed = peak_pct >= threshold_pct or (fail_on_leak and leak["leak"] is True)
     return _verdict(id, title, FAIL if failed else PASS, figure, round(peak_pct, 3), thr, details)
 
@@ -594,8 +621,8 @@ def query_latency(latencies_ms: Sequence[float], *, threshold_ms: float = 500.0,
 
 def flush_buildup(times: Sequence[float], values: Sequence[float], flush_times: Sequence[float], *,
                   settle_s: float = 10.0, max_growth_pct: float = 10.0, min_flushes: int = 3,
-                  k: float = 3.0, min_slope_mb_per_min: float = 0.5, id: str = "S7",
-                  title: str = "no memory build-up across flushes") -> dict:
+                  k: float = 3.0, min_slope_mb_per_min: float = 0.5, release: Mapping | None = None,
+                  id: str = "S7", title: str = "no memory build-up across flushes") -> dict:
     """Memory just after each flush must not build up.  For each flush at ``f``, the post-flush level is
     the lowest memory sample in ``(f, f + settle_s]`` (the flush frees memtables; the floor is what
     stays).  Fail when the last post-flush level is ``max_growth_pct`` above the first, or when the
@@ -616,11 +643,22 @@ def flush_buildup(times: Sequence[float], values: Sequence[float], flush_times: 
     slope = fit["slope"] * 60.0
     stderr = fit["stderr"] * 60.0
     rising = slope > k * stderr and slope >= min_slope_mb_per_min
+    built_up = rising or growth >= max_growth_pct
     figure = (f"post-flush memory {_mb(first)} → {_mb(last)} over {len(points)} flushes ({_pct(growth)}, "
               f"threshold < {max_growth_pct:g} %); slope {slope:.2f} ± {stderr:.2f} MB/min: "
-              f"{'build-up' if rising or growth >= max_growth_pct else 'no build-up'}")
+              f"{'build-up under load' if built_up else 'no build-up'}")
     details = {"points": points, "growth_pct": growth, "slope_mb_per_min": slope,
                "stderr_mb_per_min": stderr, "r2": fit["r2"]}
+    took = (release or {}).get("details", {}).get("took_s")
+    if built_up and release is not None:
+        # the build-up was given back after the load (S5), or it was not: a leak
+        back = release.get("verdict") == PASS and took is not None
+        details["given_back_s"] = took if back else None
+        kept = (release.get("details") or {}).get("last_pct")
+        figure += (f", given back {took:.0f} s after it: not a leak" if back else
+                   (f", not all given back after the load ({_pct(kept)} over baseline at the end): a leak"
+                    if kept is not None else ", not given back after the load: a leak")
+                   if release.get("verdict") == FAIL else "")
     verdict = FAIL if rising or growth >= max_growth_pct else PASS
     return _verdict(id, title, verdict, figure, round(growth, 3), thr, details)
 
@@ -748,13 +786,72 @@ def _storage_memory(figures: Mapping, metric: str | None) -> float | None:
     return sum(picked) if picked else None
 
 
+MEMTABLES = "rocksdb_memtables_size_bytes"   # KalamDB: every memtable (active + immutable), summed over column families
+# the figures of KalamDB's storage engine reported beside S9's verdict (at their peak during the run)
+ROCKSDB_FIGURES = ("rocksdb_memtables_size_bytes", "rocksdb_active_memtable_size_bytes",
+                   "rocksdb_estimate_live_data_size_bytes", "rocksdb_total_sst_files_size_bytes",
+                   "rocksdb_pending_compaction_bytes")
+
+
+def memtable_budget(options_text: str) -> dict | None:
+    """The most memory RocksDB lets its memtables hold, from its OPTIONS file (the server's own settings):
+    per column family at most ``max_write_buffer_number`` memtables, each switched once it reaches
+    ``write_buffer_size`` (it may pass it by one arena block, an eighth of it). None when the file names
+    no column family with both settings."""
+    per_cf, cf = {}, None
+    for line in options_text.splitlines():
+        line = line.strip()
+        if line.startswith("[CFOptions "):
+            cf = line[len("[CFOptions "):].strip(']" ')
+            per_cf[cf] = {}
+        elif line.startswith("["):
+            cf = None
+        elif cf is not None and "=" in line:
+            key, _, value = line.partition("=")
+            if key in ("write_buffer_size", "max_write_buffer_number"):
+                try:
+                    per_cf[cf][key] = int(value)
+                except ValueError:
+                    pass
+    usable = {name: v for name, v in per_cf.items() if len(v) == 2}
+    if not usable:
+        return None
+    total = sum(v["max_write_buffer_number"] * v["write_buffer_size"] * 9 // 8 for v in usable.values())
+    return {"bytes": total, "column_families": len(usable)}
+
+
+def storage_growth(times: Sequence[float], storage: Sequence[Mapping], *, load_start: float, load_end: float,
+                   warmup_s: float = 0.0, metric: str = MEMTABLES, process_gone: bool = False,
+                   min_samples: int = 10, min_slope_mb_per_min: float = 0.5, id: str = "S9",
+                   title: str = "storage-engine memory within bounds") -> dict:
+    """S9 without a budget: the storage engine's memtables (``metric``) must not keep growing under
+    load. Bounded memtables are flushed when full, so over the steady part they stay flat or level off;
+    a significant slope that does not level off (:func:`leak_estimate`) fails."""
+    thr = f"memtables flat or levelling off (slope < {min_slope_mb_per_min:g} MB/min)"
+    if process_gone:
+        return _verdict(id, title, FAIL, "server process gone during the run (out of memory?)", None, thr)
+    ts, vs = window(times, [_storage_memory(f or {}, metric) for f in storage], load_start + warmup_s, load_end)
+    if len(vs) < min_samples:
+        return _verdict(id, title, INCONCLUSIVE, f"only {len(vs)} samples of {metric} in the steady part of "
+                        f"the load (need {min_samples})", None, thr, {"metric": metric})
+    growth = leak_estimate(ts, vs, min_slope_mb_per_min=min_slope_mb_per_min, min_points=min_samples)
+    peak = max(vs)
+    details = {"metric": metric, "peak_bytes": peak, "samples": len(vs), "growth": growth}
+    figure = f"{metric}: peak {_mb(peak)}, first {_mb(vs[0])}, last {_mb(vs[-1])} over {len(vs)} samples; "
+    if growth["leak"] is None:
+        return _verdict(id, title, INCONCLUSIVE, figure + f"growth not judged ({growth['reason']})", peak, thr, details)
+    figure += (f"slope {growth['slope_mb_per_min']:.2f} ± {growth['stderr_mb_per_min']:.2f} MB/min: "
+               + ("kept growing under load" if growth["leak"] else "bounded"))
+    return _verdict(id, title, FAIL if growth["leak"] else PASS, figure, peak, thr, details)
+
+
 def storage_bound(times: Sequence[float], storage: Sequence[Mapping], *, bound_bytes: float | None = None,
                   metric: str | None = None, process_gone: bool = False, min_samples: int = 3,
-                  id: str = "S9", title: str = "storage-engine memory within bounds") -> dict:
+                  bound_from: str = "", id: str = "S9", title: str = "storage-engine memory within bounds") -> dict:
     """Storage-engine memory (``storage``: one dict of ``system.stats`` storage figures per sample time)
-    stays ≤ ``bound_bytes`` (the server's configured budget) and the server did not die (an OOM kill
-    shows as ``process_gone``).  ``metric`` names the figure; by default the sum of the memory-like
-    figures.  No bound configured → skipped (the peak is still reported)."""
+    stays ≤ ``bound_bytes`` (the server's configured budget; ``bound_from`` says where it comes from) and
+    the server did not die (an OOM kill shows as ``process_gone``).  ``metric`` names the figure; by
+    default the sum of the memory-like figures.  No bound configured → skipped (the peak is still reported)."""
     thr = f"≤ {_mb(bound_bytes)}" if bound_bytes is not None else None
     if process_gone:
         return _verdict(id, title, FAIL, "server process gone during the run (out of memory?)", None, thr)
@@ -763,12 +860,14 @@ def storage_bound(times: Sequence[float], storage: Sequence[Mapping], *, bound_b
         return _verdict(id, title, INCONCLUSIVE, f"only {len(pts)} samples with storage-engine memory "
                         f"figures in system.stats (need {min_samples})", None, thr)
     t_peak, peak = max(pts, key=lambda p: p[1])
-    details = {"peak_bytes": peak, "peak_t": t_peak, "samples": len(pts), "metric": metric or "sum"}
+    details = {"peak_bytes": peak, "peak_t": t_peak, "samples": len(pts), "metric": metric or "sum",
+               "bound_from": bound_from or None}
     if bound_bytes is None:
         return _verdict(id, title, SKIPPED, f"no bound configured (peak {_mb(peak)})", peak, thr, details)
     verdict = PASS if peak <= bound_bytes else FAIL
-    return _verdict(id, title, verdict, f"peak {_mb(peak)} over {len(pts)} samples (bound {_mb(bound_bytes)})",
-                    peak, thr, details)
+    figure = f"peak {_mb(peak)} over {len(pts)} samples (bound {_mb(bound_bytes)}"
+    figure = (f"{metric}: " if metric else "") + figure + (f", {bound_from})" if bound_from else ")")
+    return _verdict(id, title, verdict, figure, peak, thr, details)
 
 
 # ------------------------------------------------------------------------------------------------

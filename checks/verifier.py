@@ -734,6 +734,7 @@ class Thresholds:
     # full" lines, or the stand-in's system.stats), None when the run could not read one: accepting
     # queue-drops accepts at most this many, and none without it
     queue_drops_counted: Optional[int] = None
+    queue_drops_source: str = ""         # where that count comes from ("server log /path", "stand-in stats")
 
     def __post_init__(self):
         if self.latency_from not in LATENCY_STARTS:
@@ -817,12 +818,26 @@ class _Context:
         if self.vanished:
             self.incomplete.append(f"{len(self.vanished)} subscription(s) without evidence (listener "
                                    f"vanished or never ready): {', '.join(self.vanished[:5])}")
+        self.slow = frozenset(run.get("slow_listeners") or ())   # the run's slow consumers
         # queue drops: a loss the server never counted (system.live.changes < received + lost)
         self.queue_drop_subs = {}
+        deficit = None
         for r in results:
             c = _counter_for(counters, r)
-            if r.lost_last_epoch and c is not None and c < r.change_messages_last_epoch + r.lost_last_epoch:
+            if c is None:
+                continue
+            short = r.change_messages_last_epoch + r.lost_last_epoch - c
+            deficit = (deficit or 0) + max(0, short)
+            if r.lost_last_epoch and short > 0:
                 self.queue_drop_subs[r.key] = r.lost_last_epoch
+        # the server's own count of its full-queue drops: its log's, or its stats'; else (a server whose
+        # log this run cannot read) what its changes counters fall short of what was sent
+        if th.queue_drops_counted is not None:
+            self.queue_drops_counted, self.queue_drops_source = th.queue_drops_counted, th.queue_drops_source
+        elif deficit is not None:
+            self.queue_drops_counted, self.queue_drops_source = deficit, "system.live changes counters' deficit"
+        else:
+            self.queue_drops_counted, self.queue_drops_source = None, ""
 
     def known(self, name: str, count: int) -> dict:
         return {"count": count, "accepted": name in self.th.accepted_known}
@@ -880,7 +895,7 @@ def _delivery_verdict(ctx: _Context, vid: str, results: list, ops: tuple, label:
     lost_failing = lost
     accepted_qd = 0
     if qd and KNOWN_QUEUE_DROPS in th.accepted_known:
-        accepted_qd = min(qd, th.queue_drops_counted or 0)   # only what the server says it dropped
+        accepted_qd = min(qd, ctx.queue_drops_counted or 0)   # only what the server says it dropped
         lost_failing = lost - accepted_qd
     loss_fails = expected and lost_failing and (100.0 * (expected - lost_failing) / expected) < th.delivery_pct
     failures = {"lost": lost if loss_fails else 0, "duplicated": dup, **extra_failures}
@@ -892,7 +907,8 @@ def _delivery_verdict(ctx: _Context, vid: str, results: list, ops: tuple, label:
     known_details = {k: ctx.known(k, c) for k, c in known.items() if c}
     if KNOWN_QUEUE_DROPS in known_details:
         known_details[KNOWN_QUEUE_DROPS].update(accepted=bool(accepted_qd) and accepted_qd == qd,
-                                                accepted_count=accepted_qd, server_count=th.queue_drops_counted)
+                                                accepted_count=accepted_qd, server_count=ctx.queue_drops_counted,
+                                                server_count_from=ctx.queue_drops_source)
     more = _nonzero(duplicated=dup, **extra_failures)
     if more:
         figure += ", " + more
@@ -900,15 +916,26 @@ def _delivery_verdict(ctx: _Context, vid: str, results: list, ops: tuple, label:
         if c:
             figure += f"; known behaviour {k}: {c}"
             if k == KNOWN_QUEUE_DROPS:
-                figure += (f" (server counted {th.queue_drops_counted} full-queue drops)"
-                           if th.queue_drops_counted is not None else " (no full-queue drop count from the server)")
+                figure += (f" (the server counted {ctx.queue_drops_counted:,} full-queue drops: "
+                           f"{ctx.queue_drops_source})" if ctx.queue_drops_counted is not None
+                           else " (no full-queue drop count from the server)")
                 if KNOWN_QUEUE_DROPS in th.accepted_known and accepted_qd < c:
                     figure += f", {c - accepted_qd} not accepted: loss"
+    slow_details = {}
+    if ctx.slow:
+        on_slow = [r for r in results if r.listener in ctx.slow]
+        slow_lost = sum(r.by_op[o]["lost"] for r in on_slow for o in ops)
+        slow_details = {"slow_listeners": {"listeners": len({r.listener for r in on_slow}),
+                                           "subscriptions": len(on_slow), "lost": slow_lost,
+                                           "lost_elsewhere": lost - slow_lost}}
+        if lost:
+            figure += (f"; slow listeners' subscriptions lost {slow_lost:,}, the others "
+                       + (f"{lost - slow_lost:,}" if lost - slow_lost else "none"))
     if ctx.drain_timed_out and lost:
         figure += " (drain timed out)"
     details = {"subscriptions": len(results), "expected": expected, "delivered": expected - lost,
                "lost": lost, "duplicated": dup, "subs_with_loss": lost_subs, **extra_failures,
-               **extra_details, "failing": reasons,
+               **extra_details, **slow_details, "failing": reasons,
                "known_behaviours": known_details,
                "samples": _samples(results, "lost", "duplicated", "wrong_values", "wrong_kind",
                                    "wrong_old_values", "wrong_deleted_flag", "never_written",
@@ -1090,8 +1117,12 @@ def verdicts(ledger: Union[WriteLedger, Iterable[WriteLedger], Mapping, None],
         failing = bool(mism) and (pct is None or pct < th.changes_counter_pct)
         d7 = {"compared": compared, "equal": equal, "mismatched": mism[:20], "missing": missing[:20],
               "queue_drops_suspected": ctx.queue_drop_subs}
+        quiet = not mism and not any(_counter_for(counters, r) for r in results) and not any(
+            r.change_messages_last_epoch for r in results)
         if failing:
             v7 = "fail"
+        elif quiet:   # nothing counted, nothing received: a comparison of zeros verifies nothing
+            v7 = "skipped"
         elif missing or ctx.incomplete or not compared:
             v7 = "inconclusive"
         else:
@@ -1099,6 +1130,8 @@ def verdicts(ledger: Union[WriteLedger, Iterable[WriteLedger], Mapping, None],
         fig = f"{equal} of {compared} subscriptions' counters equal the notifications received"
         if missing:
             fig += f"; {len(missing)} without a counter"
+        if v7 == "skipped":
+            fig = f"no change counted or received by any of {compared} subscriptions: nothing to compare"
         out["L7"] = _verdict(ctx, "L7", v7, fig, pct, f">= {th.changes_counter_pct}%", d7)
 
     # L8 many listeners on one shared query
@@ -1146,9 +1179,13 @@ def verdicts(ledger: Union[WriteLedger, Iterable[WriteLedger], Mapping, None],
         l10.figure = f"{verified} changes verified; " + l10.figure
     out["L10"] = l10
 
-    # SC-054 latency
-    h = _merged(results, th.latency_from)
-    summaries = {s: _merged(results, s).summary_ms(th.latency_ms) for s in LATENCY_STARTS}
+    # SC-054 latency: a slow listener's pauses are the load test's own doing, so its subscriptions are
+    # left out of it (their loss is judged above like any other)
+    timed = [r for r in results if r.listener not in ctx.slow]
+    h = _merged(timed, th.latency_from)
+    summaries = {s: _merged(timed, s).summary_ms(th.latency_ms) for s in LATENCY_STARTS}
+    if len(timed) < len(results):
+        summaries["slow_subscriptions_left_out"] = len(results) - len(timed)
     if not h.count:
         out["SC-054"] = _verdict(ctx, "SC-054", "skipped", "no latency sample", None, None, summaries)
     else:
@@ -1160,6 +1197,8 @@ def verdicts(ledger: Union[WriteLedger, Iterable[WriteLedger], Mapping, None],
                f"{100.0 * s['share_within']:.2f}% within {th.latency_ms:g} ms, {h.count} samples")
         if s["negative"]:
             fig += f", {s['negative']} negative"
+        if len(timed) < len(results):
+            fig += f"; the slow listeners' {len(results) - len(timed)} subscriptions left out"
         fig += ")"
         out["SC-054"] = _verdict(ctx, "SC-054", verdict, fig, round(p, 3),
                                  f"p{th.latency_percentile:g} <= {th.latency_ms:g} ms", summaries)

@@ -187,7 +187,7 @@ class LiveConnection:
 
     def __init__(self, base_url: str, token: str | None, compress: bool = True, auth: str = "header",
                  ping_interval: float | None = 5.0, connect_timeout: float = 10.0,
-                 auto_next_batch: bool = True, path: str = "/v1/ws"):
+                 auto_next_batch: bool = True, path: str = "/v1/ws", sockopt: tuple = ()):
         if auth not in ("header", "message"):
             raise ValueError("auth must be 'header' or 'message'")
         self.url = ws_url(base_url, compress, path)
@@ -199,6 +199,7 @@ class LiveConnection:
         self.ping_interval = ping_interval
         self.connect_timeout = float(connect_timeout)
         self.auto_next_batch = auto_next_batch
+        self.sockopt = tuple(sockopt)   # (level, option, value) set before connecting, e.g. a small SO_RCVBUF
 
         self.user = None
         self.role = None
@@ -259,7 +260,7 @@ class LiveConnection:
         try:
             ws = websocket.create_connection(
                 self.url, timeout=self.connect_timeout, header=headers, suppress_origin=True,
-                skip_utf8_validation=True, enable_multithread=True)
+                skip_utf8_validation=True, enable_multithread=True, sockopt=self.sockopt)
         except WebSocketBadStatusException as exc:
             raise self._bad_status(exc) from None
         except (WebSocketTimeoutException, socket.timeout, TimeoutError):

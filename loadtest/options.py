@@ -26,6 +26,18 @@ def add_arguments(parser) -> None:
     g.add_argument("--stream-tokens", type=int, default=5,
                    help="agent-chat: updates per streamed assistant reply")
     g.add_argument("--payload-bytes", type=int, default=64, help="size of the text payload of each write")
+    g.add_argument("--rows-per-insert", type=int, default=1,
+                   help="rows per INSERT (one multi-row VALUES statement; the ledger counts every row): bursts "
+                        "of changes, as a bulk import makes them")
+    g.add_argument("--slow-listeners", type=int, default=0,
+                   help="how many of the listeners are slow consumers (a phone on a slow link): each stops "
+                        "reading for --slow-pause s every --slow-every s while the writers write")
+    g.add_argument("--slow-pause", type=float, default=2.0, help="seconds a slow listener stops reading")
+    g.add_argument("--slow-every", type=float, default=5.0,
+                   help="seconds between the starts of a slow listener's pauses (the first this long after the "
+                        "writers start)")
+    g.add_argument("--slow-rcvbuf", type=int, default=4096,
+                   help="socket receive buffer of a slow listener, bytes (SO_RCVBUF; the kernel doubles it)")
     g.add_argument("--snapshot-batch-size", type=int, default=500,
                    help="listeners subscribe with options {batch_size: N} (≤ 999, see protocol §6.1); 0 = live only")
     g.add_argument("--reconnect-every", type=float, default=0.0,
@@ -58,6 +70,10 @@ def add_arguments(parser) -> None:
                    help="with no --host: start this real KalamDB server binary for the run (a free loopback port, a "
                         "fresh data dir, --standin-config's or config/loadtest-server.toml, a random root password), "
                         "instead of the built-in stand-in; it is stopped at the end and its log kept")
+    g.add_argument("--server-log", default="",
+                   help="the server's log file, when the server (--host) is on this machine (its 'Notification "
+                        "channel full' warnings are the evidence of queue drops); a server the load test starts "
+                        "has its log known")
     g.add_argument("--standin-config", default="",
                    help="server config (KalamDB TOML) for the built-in stand-in; default config/loadtest-server.toml")
     g.add_argument("--cleanup", action="store_true", default=False,
@@ -139,12 +155,13 @@ GROUPS = {
     "run (users, rates, the end of a run)": (
         "--writers", "--listeners", "--write-rate", "--auth-rate", "--barrier-timeout", "--drain-timeout",
         "--drain-quiet", "--cleanup"),
-    "workload": ("--workload", "--op-mix", "--stream-tokens", "--payload-bytes", "--snapshot-batch-size",
-                 "--reconnect-every", "--reconnect-pause", "--reconnect-share"),
+    "workload": ("--workload", "--op-mix", "--stream-tokens", "--payload-bytes", "--rows-per-insert",
+                 "--snapshot-batch-size", "--reconnect-every", "--reconnect-pause", "--reconnect-share",
+                 "--slow-listeners", "--slow-pause", "--slow-every", "--slow-rcvbuf"),
     "verification": ("--latency-from", "--latency-threshold-ms", "--latency-quantile", "--min-high-frequency",
                      "--accept-known", "--live-verify-interval", "--progress-interval"),
     "reports": ("--report-json", "--report-html", "--report-junit"),
-    "server (without --host)": ("--kalamdb-bin", "--standin-config", "--standin-fault"),
+    "server": ("--kalamdb-bin", "--standin-config", "--standin-fault", "--server-log"),
     "stress (S1-S10, SC-057)": (
         "--stress", "--readers", "--reader-rate", "--monitor-interval", "--warmup", "--baseline-window",
         "--release-window", "--memory-growth-pct", "--memory-release-pct", "--leak-slope-mb-per-min",
@@ -178,7 +195,8 @@ _RANGES = {
     "query_p95_ms": (0, None, False), "flush_every": (0, None, True), "stall_seconds": (0, None, False),
     "storage_bound_mb": (0, None, False), "uptime_min_notifications": (0, None, True), "uptime_min": (0, 1, True),
     "leak_probe": (0, None, True), "leak_grace": (0, None, True), "live_verify_interval": (0, None, True),
-    "progress_interval": (0, None, True),
+    "progress_interval": (0, None, True), "rows_per_insert": (1, 999, True), "slow_listeners": (0, None, True),
+    "slow_pause": (0, None, False), "slow_every": (0, None, False), "slow_rcvbuf": (256, None, True),
 }
 
 
@@ -208,6 +226,13 @@ def option_errors(o) -> list[str]:
             errors.append(f"--kalamdb-bin: {binary!r} is not an executable file")
         elif getattr(o, "standin_fault", None):
             errors.append("--standin-fault: faults are the built-in stand-in's; a real KalamDB (--kalamdb-bin) has none")
+    if (getattr(o, "slow_listeners", 0) or 0) > (getattr(o, "listeners", 0) or 0):
+        errors.append(f"--slow-listeners: {o.slow_listeners} is more than --listeners ({o.listeners})")
+    if (getattr(o, "slow_listeners", 0) or 0) and o.slow_pause >= o.slow_every:
+        errors.append(f"--slow-pause: {o.slow_pause:g} s must be shorter than --slow-every ({o.slow_every:g} s)")
+    server_log = getattr(o, "server_log", "") or ""
+    if server_log and not os.path.isfile(server_log):
+        errors.append(f"--server-log: {server_log!r} is not a file")
     for item in getattr(o, "standin_fault", None) or []:
         try:
             parse_cli_fault(item)

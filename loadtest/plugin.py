@@ -21,6 +21,7 @@ import gevent
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 
+from checks.stress import memtable_budget
 from servers.kalamdb import KalamdbError, KalamdbProcess
 from standin.testing import StandinProcess
 from users import ListenerUser, ReaderUser, WriterUser
@@ -121,6 +122,11 @@ class LoadTest:
             except Exception as exc:  # the report says so; the run goes on
                 info["version"] = None
                 log.warning("KalamDB version unreadable: %s", exc)
+            # S9's bound: what its RocksDB options let the memtables hold
+            options = s.rocksdb_options()
+            budget = memtable_budget(options[1]) if options else None
+            if budget is not None:
+                info["memtable_budget"] = dict(budget, options_file=options[0])
         return info
 
     def new_run(self):

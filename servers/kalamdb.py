@@ -457,6 +457,21 @@ class KalamdbProcess:
         i, j = names.index("metric_name"), names.index("metric_value")
         return {row[i]: row[j] for row in res.get("rows", [])}
 
+    def rocksdb_options(self) -> tuple[str, str] | None:
+        """(path, text) of the newest RocksDB OPTIONS file in its data dir: the settings its storage engine
+        runs with (RocksDB writes one each time it opens or changes a column family); None before there is one."""
+        found = []
+        for root, _dirs, files in os.walk(self.data_dir):
+            found += [os.path.join(root, f) for f in files if f.startswith("OPTIONS-") and f[8:].isdigit()]
+        if not found:
+            return None
+        path = max(found, key=lambda f: int(os.path.basename(f)[8:]))
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                return path, f.read()
+        except OSError:
+            return None
+
     def version(self, token: str | None = None) -> str:
         """The running server's version: ``system.stats`` metric ``server_version`` (e.g. ``0.4.3-rc.4``),
         read as root (or with ``token``); a server without a root password answers from ``/health``."""

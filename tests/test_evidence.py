@@ -72,6 +72,37 @@ def test_a_saturated_generator_with_no_latency_to_judge_adds_no_note():
     assert j.scenarios["SC-054"]["verdict"] == "skipped"
 
 
+def _dropped(lost, counted, extra=None):
+    qd = {"count": lost, "accepted": False, "accepted_count": 0, "server_count": counted}
+    return {"verdict": "fail", "figure": f"lost {lost}",
+            "details": {"lost": lost, "failing": {"lost": lost, "known:queue-drops": lost, **(extra or {})},
+                        "known_behaviours": {"queue-drops": qd}}}
+
+
+def test_queue_drops_of_a_saturated_generator_are_its_own_not_the_servers():
+    scen = dict(CLEAN, L1=_dropped(1008, 1008), L4=_dropped(1008, 1008))
+    j = judge_run(scen, Evidence(generator_saturated="CPU 97 %"))
+    assert {k: v["verdict"] for k, v in j.scenarios.items() if k in ("L1", "L4")} == dict.fromkeys(("L1", "L4"),
+                                                                                                    "inconclusive")
+    assert j.scenarios["L1"]["details"]["would_be"] == "fail" and j.verdict == "inconclusive"
+    assert j.notes[0].startswith("the load generator was saturated (CPU 97 %): delivery latency")
+    assert j.notes[1:] == ["1,008 changes were dropped by the server at full connection queues while the load generator "
+                       "was saturated: its listeners read too slowly, so that loss is not judged; run with "
+                       "--processes N or fewer listeners per process"]
+    # the stress scenarios that fail on that loss alone are not judged either; on more than it, they fail
+    s10 = {"verdict": "fail", "figure": "x", "details": {"failures": ["lost_acked"], "lost_acked": 1008}}
+    s2 = {"verdict": "fail", "figure": "x", "details": {"failures": ["lost", "memory"], "lost": 1008}}
+    j = judge_run(dict(scen, S10=s10, S2=s2), Evidence(generator_saturated="CPU 97 %"))
+    assert (j.scenarios["S10"]["verdict"], j.scenarios["S2"]["verdict"]) == ("inconclusive", "fail")
+    crash = dict(s10, details={"failures": ["crash", "lost_acked"], "lost_acked": 1008})
+    assert judge_run(dict(scen, S10=crash), Evidence(generator_saturated="x")).scenarios["S10"]["verdict"] == "fail"
+    # the same loss on a generator with headroom is the server's: it fails
+    assert judge_run(scen, Evidence()).verdict == "fail"
+    # loss the server did not count, or a duplicate beside it, still fails on a saturated generator
+    for x in (_dropped(1008, 900), _dropped(1008, None), _dropped(1008, 1008, {"duplicated": 2})):
+        assert judge_run(dict(CLEAN, L1=x), Evidence(generator_saturated="CPU 97 %")).scenarios["L1"]["verdict"] == "fail"
+
+
 def test_generator_health_thresholds():
     assert not GeneratorHealth(cpu_fraction=0.5, loop_lag_p95_ms=2.0).saturated
     assert GeneratorHealth(cpu_fraction=0.95, loop_lag_p95_ms=2.0).saturated

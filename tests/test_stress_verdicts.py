@@ -10,8 +10,8 @@ import pytest
 
 from checks.stress import (MB, Sample, cpu_under_load, degradation, flush_buildup, generator_saturation,
                            leak_estimate, linear_fit, max_gap, memory_growth, memory_release, nearest_rank,
-                           query_latency, series, storage_bound, subscription_health, subscription_leaks,
-                           ws_uptime)
+                           memtable_budget, query_latency, series, storage_bound, storage_growth,
+                           subscription_health, subscription_leaks, ws_uptime)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -67,7 +67,7 @@ def test_flat_memory_passes():
     times, values = run_of(lambda t: 200 * MB)
     v = growth(times, values)
     assert v["verdict"] == "pass"
-    assert v["figure"] == ("peak +0.0 % over baseline 200.0 MB (end +0.0 %; threshold < 10 %); "
+    assert v["figure"] == ("growth under load: peak +0.0 % over baseline 200.0 MB (end +0.0 %; threshold < 10 %); "
                            "slope 0.00 ± 0.00 MB/min (R² 1.00, n 136): no leak")
     assert v["value"] == 0.0 and v["threshold"] == "< 10 %" and v["id"] == "S1"
     assert v["details"]["baseline_bytes"] == 200 * MB and v["details"]["leak"]["leak"] is False
@@ -77,11 +77,32 @@ def test_linear_leak_is_caught_while_growth_is_under_ten_percent():
     times, values = run_of(lambda t: 200 * MB + (t - T0) / 60 * MB)  # 1 MB/min: +2 % in 5 min
     v = growth(times, values)
     assert v["verdict"] == "fail"
-    assert v["figure"] == ("peak +2.1 % over baseline 200.8 MB (end +2.0 %; threshold < 10 %); "
+    assert v["figure"] == ("growth under load: peak +2.1 % over baseline 200.8 MB (end +2.0 %; threshold < 10 %); "
                            "slope 1.00 ± 0.00 MB/min (R² 1.00, n 136): leak")
     assert v["value"] == pytest.approx(2.084, abs=1e-3)
     # the spec's criterion alone (growth < 10 %) would pass it:
     assert growth(times, values, fail_on_leak=False)["verdict"] == "pass"
+
+
+def test_memory_given_back_after_the_load_is_growth_not_a_leak():
+    times, values = run_of(lambda t: 200 * MB + (t - T0) / 60 * MB)  # 1 MB/min under load
+    back = {"verdict": "pass", "details": {"took_s": 13.0}}
+    v = growth(times, values, release=back)
+    assert v["verdict"] == "pass" and v["details"]["leak"]["leak"] is False
+    assert v["figure"] == ("growth under load: peak +2.1 % over baseline 200.8 MB (end +2.0 %; threshold < 10 %); "
+                           "slope 1.00 ± 0.00 MB/min (R² 1.00, n 136): given back 13 s after the load: no leak")
+    kept = {"verdict": "fail", "details": {}}
+    v = growth(times, values, release=kept)
+    assert v["verdict"] == "fail" and v["details"]["leak"]["leak"] is True
+    assert v["figure"].endswith("(R² 1.00, n 136): not given back after the load: leak")
+    v = growth(times, values, release={"verdict": "fail", "details": {"last_pct": 18.7}})
+    assert v["figure"].endswith("(R² 1.00, n 136): not all given back after the load (+18.7 % over baseline at "
+                                "the end): leak")
+    # growth over the threshold fails as growth, whether or not it was given back
+    times, values = run_of(lambda t: 200 * MB + (t - T0) / 60 * 10 * MB)
+    v = growth(times, values, release=back)
+    assert v["verdict"] == "fail" and v["details"]["leak"]["leak"] is False and v["value"] > 10
+    assert v["figure"].endswith(": given back 13 s after the load: no leak")
 
 
 def test_slow_noisy_leak_is_caught():
@@ -98,7 +119,7 @@ def test_a_step_is_not_a_leak():
     times, values = run_of(lambda t: 200 * MB + (10 * MB if t >= T0 + 150 else 0))
     v = growth(times, values)
     assert v["verdict"] == "pass"
-    assert v["figure"] == ("peak +5.0 % over baseline 200.0 MB (end +5.0 %; threshold < 10 %); "
+    assert v["figure"] == ("growth under load: peak +5.0 % over baseline 200.0 MB (end +5.0 %; threshold < 10 %); "
                            "slope 0.00 ± 0.00 MB/min (R² 1.00, n 76) after a step of +10.0 MB: no leak")
     step = v["details"]["leak"]["step"]
     assert step["t"] == T0 + 150 and step["height_mb"] == pytest.approx(10.0)
@@ -138,7 +159,7 @@ def test_growth_over_ten_percent_fails():
     times, values = run_of(lambda t: 200 * MB + (30 * MB if t >= T0 + 200 else 0))
     v = growth(times, values, id="SC-056", min_duration_s=300)
     assert v["verdict"] == "fail" and v["id"] == "SC-056"
-    assert v["figure"].startswith("peak +15.0 % over baseline 200.0 MB (end +15.0 %; threshold < 10 %)")
+    assert v["figure"].startswith("growth under load: peak +15.0 % over baseline 200.0 MB (end +15.0 %; threshold < 10 %)")
 
 
 def test_memory_growth_inconclusive_cases():
@@ -334,7 +355,18 @@ def test_flush_build_up_fails_even_under_ten_percent():
     v = flush_buildup(times, values, FLUSHES)
     assert v["verdict"] == "fail" and v["value"] == 8.0
     assert v["figure"] == ("post-flush memory 200.0 MB → 216.0 MB over 5 flushes (+8.0 %, threshold < 10 %); "
-                           "slope 4.00 ± 0.00 MB/min: build-up")
+                           "slope 4.00 ± 0.00 MB/min: build-up under load")
+
+
+def test_flush_build_up_says_whether_it_was_given_back():
+    times, values = _sawtooth(lambda k: (200 + 4 * k) * MB)
+    v = flush_buildup(times, values, FLUSHES, release={"verdict": "pass", "details": {"took_s": 13.0}})
+    assert v["verdict"] == "fail" and v["details"]["given_back_s"] == 13.0
+    assert v["figure"].endswith("slope 4.00 ± 0.00 MB/min: build-up under load, given back 13 s after it: not a leak")
+    v = flush_buildup(times, values, FLUSHES, release={"verdict": "fail", "details": {}})
+    assert v["figure"].endswith(": build-up under load, not given back after the load: a leak")
+    v = flush_buildup(*_sawtooth(lambda k: 200 * MB), FLUSHES, release={"verdict": "fail", "details": {}})
+    assert v["figure"].endswith(": no build-up")
 
 
 def test_flush_too_few_is_inconclusive():
@@ -416,7 +448,50 @@ def test_storage_memory_within_and_over_bound():
     v = storage_bound(times, figures, bound_bytes=50 * MB)
     assert v["verdict"] == "fail" and v["details"]["peak_t"] == T0 + 18
     v = storage_bound(times, figures, metric="rocksdb_memtable_bytes", bound_bytes=30 * MB)
-    assert v["verdict"] == "fail" and v["figure"] == "peak 37.0 MB over 10 samples (bound 30.0 MB)"
+    assert v["verdict"] == "fail" and v["figure"] == ("rocksdb_memtable_bytes: peak 37.0 MB over 10 samples "
+                                                      "(bound 30.0 MB)")
+    v = storage_bound(times, figures, metric="rocksdb_memtable_bytes", bound_bytes=40 * MB, bound_from="its options")
+    assert v["verdict"] == "pass" and v["figure"].endswith("(bound 40.0 MB, its options)")
+    assert v["details"]["bound_from"] == "its options"
+
+
+OPTIONS = """[Version]
+  rocksdb_version=9.10.0
+[DBOptions]
+  max_background_jobs=2
+[CFOptions "default"]
+  max_write_buffer_number=2
+  write_buffer_size=65536
+[TableOptions/BlockBasedTable "default"]
+  block_size=4096
+[CFOptions "hot_data"]
+  write_buffer_size=131072
+  max_write_buffer_number=3
+  max_write_buffer_size_to_maintain=0
+[CFOptions "half"]
+  write_buffer_size=131072
+"""
+
+
+def test_the_memtable_budget_comes_from_the_servers_rocksdb_options():
+    # per column family: max_write_buffer_number memtables of write_buffer_size, + one arena block (1/8)
+    assert memtable_budget(OPTIONS) == {"bytes": (2 * 65536 + 3 * 131072) * 9 // 8, "column_families": 2}
+    assert memtable_budget("[DBOptions]\n  max_open_files=-1\n") is None
+
+
+def test_memtables_without_a_budget_are_judged_by_whether_they_keep_growing():
+    flushed = run_of(lambda t: {"rocksdb_memtables_size_bytes": (0.2 + 0.1 * (int(t) % 20) / 20) * MB})
+    v = storage_growth(*flushed, load_start=T0, load_end=LOAD_END, warmup_s=30)
+    assert v["verdict"] == "pass" and v["details"]["metric"] == "rocksdb_memtables_size_bytes", v["figure"]
+    assert v["figure"].startswith("rocksdb_memtables_size_bytes: peak ") and v["figure"].endswith(": bounded")
+    growing = run_of(lambda t: {"rocksdb_memtables_size_bytes": (t - T0) / 60 * 2 * MB})   # 2 MB/min, no flush
+    v = storage_growth(*growing, load_start=T0, load_end=LOAD_END, warmup_s=30)
+    assert v["verdict"] == "fail" and v["figure"].endswith("MB/min: kept growing under load"), v["figure"]
+    assert v["details"]["growth"]["slope_mb_per_min"] == pytest.approx(2.0)
+    few = storage_growth(*growing, load_start=T0, load_end=T0 + 40, warmup_s=30)
+    assert few["verdict"] == "inconclusive" and few["figure"].startswith("only 6 samples of rocksdb_memtables")
+    gone = storage_growth(*flushed, load_start=T0, load_end=LOAD_END, process_gone=True)
+    assert gone["verdict"] == "fail"
 
 
 def test_storage_skipped_without_bound_inconclusive_without_figures_fail_when_gone():

@@ -344,6 +344,10 @@ def test_changes_counter_mismatch_missing_and_skipped():
     assert rep["L7"].verdict == "inconclusive" and rep["L7"].details["missing"] == ["lb/lb-sub"]
     assert verdicts(h.ledger, [ra, rb], None)["L7"].verdict == "skipped"
     assert verdicts(h.ledger, [ra, rb], {ra.key: 6, rb.key: 6})["L7"].verdict == "pass"
+    # nothing counted and nothing received: zeros that agree verify nothing
+    quiet = [reconcile(h.ledger, h.subscription("lq"))]
+    v = verdicts(h.ledger, quiet, {quiet[0].key: 0})["L7"]
+    assert v.verdict == "skipped" and v.figure == "no change counted or received by any of 1 subscriptions: nothing to compare"
 
 
 def test_queue_drops_named_and_accepted():
@@ -354,24 +358,53 @@ def test_queue_drops_named_and_accepted():
         h.deliver(a, i)
     r = reconcile(h.ledger, a)
     counters = {r.key: 5}                      # the server counted only what it delivered
+    deficit = "system.live changes counters' deficit"
     rep = verdicts(h.ledger, [r], counters)
     assert rep["L1"].verdict == "fail" and rep["L7"].verdict == "pass"
     assert rep["L1"].details["known_behaviours"] == {
-        "queue-drops": {"count": 1, "accepted": False, "accepted_count": 0, "server_count": None}}
-    assert "known behaviour queue-drops: 1 (no full-queue drop count from the server)" in rep["L1"].figure
-    # accepted, but the server gave no drop count (or counted none): the loss stays a loss
-    for counted in (None, 0):
-        rep = verdicts(h.ledger, [r], counters,
-                       thresholds=Thresholds(accepted_known={"queue-drops"}, queue_drops_counted=counted))
-        assert rep["L1"].verdict == "fail" and "1 not accepted: loss" in rep["L1"].figure, rep["L1"].figure
-    # accepted with the server's own count of full-queue drops: accepted up to that count
-    rep = verdicts(h.ledger, [r], counters, thresholds=Thresholds(accepted_known={"queue-drops"}, queue_drops_counted=1))
+        "queue-drops": {"count": 1, "accepted": False, "accepted_count": 0, "server_count": 1,
+                        "server_count_from": deficit}}
+    assert f"known behaviour queue-drops: 1 (the server counted 1 full-queue drops: {deficit})" in rep["L1"].figure
+    # without a count of the server's own (no log, no stats), its counters' deficit is the evidence
+    accept = {"queue-drops"}
+    rep = verdicts(h.ledger, [r], counters, thresholds=Thresholds(accepted_known=accept))
     assert rep["L1"].verdict == "pass", rep["L1"].figure
-    assert rep["L1"].details["known_behaviours"]["queue-drops"] == {"count": 1, "accepted": True, "accepted_count": 1,
-                                                                    "server_count": 1}
-    assert "(server counted 1 full-queue drops)" in rep["L1"].figure
+    # the server's log counted none: the loss stays a loss
+    rep = verdicts(h.ledger, [r], counters, thresholds=Thresholds(accepted_known=accept, queue_drops_counted=0,
+                                                                  queue_drops_source="server log x.log"))
+    assert rep["L1"].verdict == "fail" and "1 not accepted: loss" in rep["L1"].figure, rep["L1"].figure
+    # accepted with the server's own count of full-queue drops: accepted up to that count
+    rep = verdicts(h.ledger, [r], counters, thresholds=Thresholds(accepted_known=accept, queue_drops_counted=1,
+                                                                  queue_drops_source="server log x.log"))
+    assert rep["L1"].verdict == "pass", rep["L1"].figure
+    assert rep["L1"].details["known_behaviours"]["queue-drops"] == {
+        "count": 1, "accepted": True, "accepted_count": 1, "server_count": 1, "server_count_from": "server log x.log"}
+    assert "(the server counted 1 full-queue drops: server log x.log)" in rep["L1"].figure
     rep = verdicts(h.ledger, [r], {r.key: 6})  # counted but not received: not a queue drop
     assert rep["L1"].details["known_behaviours"] == {} and rep["L7"].verdict == "fail"
+    # no counters and no count: nothing is named queue-drops, whatever is accepted
+    rep = verdicts(h.ledger, [r], None, thresholds=Thresholds(accepted_known=accept))
+    assert rep["L1"].verdict == "fail" and rep["L1"].details["known_behaviours"] == {}
+
+
+def test_loss_is_placed_on_the_slow_listeners_subscriptions():
+    h = History()
+    slow, fast = h.subscription("ls"), h.subscription("lf")
+    ids = inserts(h, [])
+    for i in ids:
+        h.deliver(fast, i)
+    for i in ids[:1] + ids[3:]:
+        h.deliver(slow, i)
+    results = [reconcile(h.ledger, slow), reconcile(h.ledger, fast)]
+    rep = verdicts(h.ledger, results, None, {"slow_listeners": ["ls"]})
+    assert rep["L1"].verdict == "fail"
+    assert rep["L1"].details["slow_listeners"] == {"listeners": 1, "subscriptions": 1, "lost": 2,
+                                                   "lost_elsewhere": 0}
+    assert "slow listeners' subscriptions lost 2, the others none" in rep["L1"].figure
+    rep = verdicts(h.ledger, results, None, {"slow_listeners": ["lf"]})
+    assert rep["L1"].details["slow_listeners"]["lost_elsewhere"] == 2
+    assert "slow listeners' subscriptions lost 0, the others 2" in rep["L1"].figure
+    assert "slow_listeners" not in verdicts(h.ledger, results, None)["L1"].details
 
 
 # ---------------------------------------------------------------- outcomes

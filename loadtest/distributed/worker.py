@@ -27,7 +27,7 @@ from ..run.pacing import TokenBucket
 from ..run.provision import Account, Provisioned
 from ..run.run import AdminCredentials, Run
 from ..run.stress import RequestTally
-from ..run.workloads import subscriptions_for, tables_for
+from ..run.workloads import tables_for
 from ..verdict.timeseries import TimeSeries
 from ..view.livefeed import WorkerFeed
 from .hooks import DiscardingListenerSession
@@ -136,17 +136,12 @@ class WorkerRun(Run):
         return self._claim("reader")
 
     # ---- barrier -------------------------------------------------------------------------
-    def new_listener_session(self, account, on_delivery=None):
-        specs = subscriptions_for(self.workload, self.prov.namespace, account.user)
-        if self.discard_share > 0:
-            session = DiscardingListenerSession(self, account, specs, batch_size=self.options.snapshot_batch_size,
-                                                on_delivery=on_delivery)
-            session.discard_share = self.discard_share
-            session.discard_rng = random.Random(account.user)
-        else:
-            session = ListenerSession(self, account, specs, batch_size=self.options.snapshot_batch_size,
-                                      on_delivery=on_delivery)
-        self.sessions.append(session)
+    def new_listener_session(self, account, on_delivery=None, session_class=ListenerSession):
+        if self.discard_share <= 0:
+            return super().new_listener_session(account, on_delivery, session_class)
+        session = super().new_listener_session(account, on_delivery, DiscardingListenerSession)
+        session.discard_share = self.discard_share
+        session.discard_rng = random.Random(account.user)
         return session
 
     def listener_ready(self, account) -> None:

@@ -8,7 +8,9 @@ spawned here and lives until the run closes the session.
 from __future__ import annotations
 
 import logging
+import socket
 import time
+from dataclasses import dataclass
 
 import gevent
 
@@ -21,6 +23,16 @@ from kalamclient.events import (AuthError, Change, Closed, InitialDataBatch, Mal
 
 log = logging.getLogger(__name__)
 
+
+
+@dataclass(frozen=True)
+class SlowReading:
+    """A slow consumer (--slow-listeners): it stops reading for ``pause`` s every ``every`` s while the
+    writers write, with a socket receive buffer of ``rcvbuf`` bytes, so that the server's queue fills."""
+
+    pause: float
+    every: float
+    rcvbuf: int
 
 
 class SubscriptionState:
@@ -39,8 +51,12 @@ class SubscriptionState:
 
 
 class ListenerSession:
-    def __init__(self, run, account, specs, *, batch_size: int, on_delivery=None, max_resume_attempts: int = 10):
+    def __init__(self, run, account, specs, *, batch_size: int, on_delivery=None, max_resume_attempts: int = 10,
+                 slow: SlowReading | None = None):
         self.run = run
+        self.slow = slow
+        self.pauses = 0            # how often a slow listener stopped reading
+        self._next_pause = None
         self.account = account
         self.batch_size = batch_size
         self.on_delivery = on_delivery  # callable(name, latency_ms) → Locust statistics
@@ -79,8 +95,10 @@ class ListenerSession:
     def _open(self) -> None:
         token = self.run.token_for(self.account)
         self.run.auth_bucket.acquire()
+        sockopt = ((socket.SOL_SOCKET, socket.SO_RCVBUF, self.slow.rcvbuf),) if self.slow else ()
         conn = LiveConnection(self.run.base_url, token, compress=True, auth="header",
-                              ping_interval=self.run.ping_interval, connect_timeout=10.0, auto_next_batch=True)
+                              ping_interval=self.run.ping_interval, connect_timeout=10.0, auto_next_batch=True,
+                              sockopt=sockopt)
         conn.connect()
         self._fold_lag()
         self.conn = conn
@@ -214,9 +232,32 @@ class ListenerSession:
             st.ready = True
             st.log.ready(t)
 
+    def _pause_if_due(self) -> None:
+        """A slow listener's pause: from T s after the writers start, S s without reading every T s, while
+        the writers write (the drain then reads at full speed)."""
+        run = self.run
+        started = run.writing_started_at
+        if started is None or run.writing_closed or run.finished:
+            return
+        if self._next_pause is None:
+            self._next_pause = started + self.slow.every
+        now = time.time()
+        if now < self._next_pause:
+            return
+        while self._next_pause <= now:
+            self._next_pause += self.slow.every
+        self.pauses += 1
+        until = now + self.slow.pause
+        # the pause ends early when the writers stop: the drain must read what the server still holds
+        while time.time() < until and not (run.writing_closed or run.finished or self.closing):
+            gevent.sleep(min(0.05, until - time.time()))
+
     def _read_loop(self) -> None:
         flush = self._flush_deliveries
+        slow = self.slow is not None
         while not self.closing:
+            if slow:
+                self._pause_if_due()
             ev = self.conn.recv(timeout=0.25)
             if ev is None:
                 if flush is not None:

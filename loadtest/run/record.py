@@ -35,3 +35,4 @@ class Record:
     server: dict | None = None        # the server the run used: kind, version, log_path (when known)
     generator: dict | None = None     # the load generator's health (loadtest.run.generator); a master's: its busiest worker's
     write_failures: list = field(default_factory=list)  # (t, "refused" | "unknown"): writes the server did not answer
+    slow_listeners: list = field(default_factory=list)  # listeners that were slow consumers (--slow-listeners)

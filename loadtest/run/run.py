@@ -29,7 +29,7 @@ from kalamclient import KalamHttp
 from ..options import parse_accept_known
 from . import drain
 from . import provision as prov_mod
-from .listening import ListenerSession
+from .listening import ListenerSession, SlowReading
 from .locuststats import DeliveryStats
 from .generator import GeneratorProbe
 from .pacing import TokenBucket
@@ -218,7 +218,8 @@ class Run:
             return None
         o = self.options
         gen = WriteGenerator(self.workload, self.prov.namespace, account.user, self.humans, self.mix,
-                             stream_tokens=o.stream_tokens, payload_bytes=o.payload_bytes)
+                             stream_tokens=o.stream_tokens, payload_bytes=o.payload_bytes,
+                             rows_per_insert=o.rows_per_insert)
         writer = Writer(self, account, self.login(account), gen)
         self.writers_may_start.wait()
         return writer
@@ -252,10 +253,19 @@ class Run:
         return o.reconnect_every if (o.reconnect_every > 0 and every and index % every == 0) else 0
 
     # ---- barrier -------------------------------------------------------------------------------------------
-    def new_listener_session(self, account, on_delivery=None):
+    def slow_listeners(self) -> list[str]:
+        """The listeners that are slow consumers (--slow-listeners N): the first N accounts, the same on
+        every process of a distributed run."""
+        n = self.options.slow_listeners
+        return [a.user for a in self.prov.listeners[:n]] if self.prov is not None and n else []
+
+    def new_listener_session(self, account, on_delivery=None, session_class=ListenerSession):
+        o = self.options
         specs = subscriptions_for(self.workload, self.prov.namespace, account.user)
-        session = ListenerSession(self, account, specs, batch_size=self.options.snapshot_batch_size,
-                                  on_delivery=on_delivery)
+        slow = (SlowReading(o.slow_pause, o.slow_every, o.slow_rcvbuf)
+                if account.user in self.slow_listeners() else None)
+        session = session_class(self, account, specs, batch_size=o.snapshot_batch_size,
+                                on_delivery=on_delivery, slow=slow)
         self.sessions.append(session)
         return session
 
@@ -393,7 +403,7 @@ class Run:
                       failed_listeners=list(self.failed_listeners), started_at=self.started_at,
                       writing_started_at=self.writing_started_at, writing_stopped_at=self.writing_stopped_at,
                       counters=counters, server_stats_at_end=self.server_stats_at_end, stress=self.stress,
-                      write_failures=list(self.write_failures),
+                      write_failures=list(self.write_failures), slow_listeners=self.slow_listeners(),
                       **{"generator": self.generator.figures, "server": self.server_info, **extra})
 
     def close(self, report: dict | None = None) -> None:

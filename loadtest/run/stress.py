@@ -348,6 +348,41 @@ class StressRecorder:
                     per_writer[writer] += 1
         return total, dict(per_writer)
 
+    def storage_verdict(self, samples, budget: dict | None, ls: float, le: float, gone: bool) -> dict:
+        """S9: a bound given (--storage-bound-mb) judges the storage engine's memory figures against it; on
+        a real KalamDB without one, its memtables (rocksdb_memtables_size_bytes) are judged against what
+        its own RocksDB options let them hold, or, where those are unknown (a server not started here), by
+        whether they kept growing under load. The stand-in's SQLite figures are judged only against a bound."""
+        o = self.o
+        times, storage = [s.t for s in samples], [s.storage for s in samples]
+        has_memtables = any(st.MEMTABLES in (f or {}) for f in storage)
+        if o.storage_bound_mb is not None:
+            s9 = st.storage_bound(times, storage, bound_bytes=o.storage_bound_mb * st.MB, process_gone=gone,
+                                  bound_from="--storage-bound-mb", title=TITLES["S9"])
+        elif has_memtables and budget is not None:
+            s9 = st.storage_bound(times, storage, bound_bytes=budget["bytes"], metric=st.MEMTABLES,
+                                  process_gone=gone, title=TITLES["S9"],
+                                  bound_from=f"the server's RocksDB options: {budget['column_families']} column "
+                                             f"families × max_write_buffer_number × write_buffer_size, + 1/8")
+        elif has_memtables:
+            s9 = st.storage_growth(times, storage, load_start=ls, load_end=le, warmup_s=o.warmup,
+                                   process_gone=gone, min_slope_mb_per_min=o.leak_slope_mb_per_min,
+                                   title=TITLES["S9"])
+        else:
+            s9 = st.storage_bound(times, storage, process_gone=gone, title=TITLES["S9"])
+            if s9["verdict"] != st.FAIL:
+                s9["verdict"] = st.SKIPPED
+                if not s9["figure"].startswith("no bound"):
+                    s9["figure"] = f"no bound configured (--storage-bound-mb); {s9['figure']}"
+        # the storage engine's other figures beside it, at their peak during the run
+        peaks = {k: max(v) for k in st.ROCKSDB_FIGURES
+                 if (v := [f[k] for f in storage if isinstance((f or {}).get(k), (int, float))])}
+        if peaks:
+            s9.setdefault("details", {})["rocksdb_peaks"] = peaks
+        if budget is not None:
+            s9.setdefault("details", {})["memtable_budget"] = budget
+        return s9
+
     def verdicts(self, record, results) -> dict:
         """S1–S10, SC-057 and GEN from the monitor's samples and the run's record (loadtest.run.record)."""
         o, run, mon = self.o, record, self.monitor
@@ -358,11 +393,17 @@ class StressRecorder:
         rss_t, rss_v = st.series(samples, "server_rss_bytes")
         out = {}
 
+        # S5 first: whether memory was given back after the load tells growth under load from a leak (S1, S7)
+        steady_from = ls + o.warmup
+        base = st.baseline_level(rss_t, rss_v, steady_from, steady_from + o.baseline_window)
+        s5 = st.memory_release(rss_t, rss_v, baseline=base, load_end=le, within_pct=o.memory_release_pct,
+                               deadline_s=o.release_window, until=self.release_end, title=TITLES["S5"])
+
         # S1: memory growth (SC-056's measure), rows written
         s1 = st.memory_growth(rss_t, rss_v, load_start=ls, load_end=le, warmup_s=o.warmup,
                               baseline_s=o.baseline_window, threshold_pct=o.memory_growth_pct,
                               min_slope_mb_per_min=o.leak_slope_mb_per_min, max_gap_s=max(60.0, 5 * o.monitor_interval),
-                              server_gone_at=mon.server_gone_at, id="S1", title=TITLES["S1"])
+                              server_gone_at=mon.server_gone_at, release=s5, id="S1", title=TITLES["S1"])
         inserted, per_writer = self._inserts(record.ledgers)
         fewest = min(per_writer.values()) if per_writer else 0
         s1["details"]["rows_inserted"] = inserted
@@ -403,10 +444,7 @@ class StressRecorder:
                                    "figure": "leak probe did not run (run interrupted or the server was gone)",
                                    "value": None, "threshold": None, "details": {}}
 
-        # S5: release
-        base = s1["details"].get("baseline_bytes")
-        out["S5"] = st.memory_release(rss_t, rss_v, baseline=base, load_end=le, within_pct=o.memory_release_pct,
-                                      deadline_s=o.release_window, until=self.release_end, title=TITLES["S5"])
+        out["S5"] = s5
 
         # S6: SELECT latency during the load
         if o.readers <= 0:
@@ -423,6 +461,7 @@ class StressRecorder:
         else:
             s7 = st.flush_buildup(rss_t, rss_v, self.flush_times, settle_s=min(10.0, o.flush_every),
                                   max_growth_pct=o.memory_growth_pct, min_slope_mb_per_min=o.leak_slope_mb_per_min,
+                                  release=s5,
                                   title=TITLES["S7"])
             if self.flush_errors:
                 s7["details"]["flush_errors"] = self.flush_errors[:10]
@@ -448,15 +487,7 @@ class StressRecorder:
             s8["figure"] += f" (until the server was gone, {mon.server_gone_at - ls:.0f} s into the load)"
         out["S8"] = s8
 
-        # S9: storage-engine memory
-        bound = o.storage_bound_mb * st.MB if o.storage_bound_mb is not None else None
-        s9 = st.storage_bound([s.t for s in samples], [s.storage for s in samples], bound_bytes=bound,
-                              process_gone=gone, title=TITLES["S9"])
-        if bound is None and s9["verdict"] != st.FAIL:
-            s9["verdict"] = st.SKIPPED
-            if not s9["figure"].startswith("no bound"):
-                s9["figure"] = f"no bound configured (--storage-bound-mb); {s9['figure']}"
-        out["S9"] = s9
+        out["S9"] = self.storage_verdict(samples, (record.server or {}).get("memtable_budget"), ls, le, gone)
 
         # S10: graceful degradation
         slow = sum(1 for r in self.tally.reads if r[2] and r[1] >= o.query_p95_ms)

@@ -30,6 +30,9 @@ class Statement:
     owner: str = ""
     group: str = ""
     name: str = ""  # Locust request name
+    # a multi-row INSERT's further rows, (pk, values) each with n = the first's n + 1, + 2, ... (the ledger
+    # records each row as a write of its own)
+    rows: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -134,8 +137,10 @@ class WriteGenerator:
     TOKENS = ("Sure", ",", " here", " is", " the", " answer", ":", " forty", "-two", ".")
 
     def __init__(self, workload: str, ns: str, writer: str, humans: list[str], mix: OpMix,
-                 stream_tokens: int = 5, payload_bytes: int = 64, rng: random.Random | None = None):
+                 stream_tokens: int = 5, payload_bytes: int = 64, rng: random.Random | None = None,
+                 rows_per_insert: int = 1):
         self.workload, self.ns, self.writer = workload, ns, writer
+        self.rows_per_insert = max(1, int(rows_per_insert))
         self.humans = humans
         self.mix = mix
         self.stream_tokens = stream_tokens
@@ -195,6 +200,8 @@ class WriteGenerator:
             live.pop(stmt.pk, None)
             return
         live[stmt.pk] = (stmt.owner, stmt.values)
+        for pk, values in stmt.rows:
+            live[pk] = (stmt.owner, values)
         if stmt.name == "chat STREAM":
             pk, left = self.streaming
             self.streaming = (pk, left - 1) if left > 1 else None
@@ -208,10 +215,11 @@ class WriteGenerator:
     def _events_write(self, op: str, n: int, live: dict) -> Statement:
         ns = self.ns
         if op == "insert":
-            pk = f"{self.writer}:{n}"
-            values = {"writer": self.writer, "n": n, "payload": self._payload(n)}
-            return Statement(f"INSERT INTO {ns}.events (id, writer, n, payload) VALUES ($1, $2, $3, $4)",
-                             [pk, self.writer, n, values["payload"]], OP_INSERT, pk, values, name="events INSERT")
+            rows = [(f"{self.writer}:{m}", {"writer": self.writer, "n": m, "payload": self._payload(m)})
+                    for m in range(n, n + self.rows_per_insert)]
+            values, params = _values([(pk, self.writer, v["n"], v["payload"]) for pk, v in rows])
+            return Statement(f"INSERT INTO {ns}.events (id, writer, n, payload) VALUES {values}",
+                             params, OP_INSERT, rows[0][0], rows[0][1], name="events INSERT", rows=tuple(rows[1:]))
         pk = self.rng.choice(list(live))
         _, old = live[pk]
         if op == "update":
@@ -224,18 +232,23 @@ class WriteGenerator:
         ns = self.ns
         if op == "insert":
             human = self.rng.choice(self.humans)
-            pk = f"{self.writer}:{n}"
-            streamed = self.stream_tokens > 0 and self.rng.random() < 0.5
+            # a streamed reply is one row updated token by token; a multi-row INSERT is questions only
+            streamed = self.rows_per_insert == 1 and self.stream_tokens > 0 and self.rng.random() < 0.5
             role = "assistant" if streamed else "user"
-            content = self.TOKENS[0] if streamed else f"question {n} for {human}"
             # created_at is the agent's own clock (µs): the listener must get exactly this timestamp back
-            values = {"conversation": conversation_of(human), "role": role, "content": content,
-                      "created_at": int(time.time() * 1_000_000), "writer": self.writer, "n": n}
+            created_at = int(time.time() * 1_000_000)
+            rows = [(f"{self.writer}:{m}",
+                     {"conversation": conversation_of(human), "role": role,
+                      "content": self.TOKENS[0] if streamed else f"question {m} for {human}",
+                      "created_at": created_at, "writer": self.writer, "n": m})
+                    for m in range(n, n + self.rows_per_insert)]
+            values, params = _values([(pk, v["conversation"], role, v["content"], created_at, self.writer, v["n"])
+                                      for pk, v in rows])
             return Statement(
                 f"EXECUTE AS USER '{human}' (INSERT INTO {ns}.messages (id, conversation, role, content, created_at, "
-                "writer, n) VALUES ($1, $2, $3, $4, $5, $6, $7))",
-                [pk, values["conversation"], role, content, values["created_at"], self.writer, n], OP_INSERT, pk, values,
-                owner=human, group=values["conversation"], name="chat INSERT")
+                f"writer, n) VALUES {values})",
+                params, OP_INSERT, rows[0][0], rows[0][1], owner=human, group=conversation_of(human),
+                name="chat INSERT", rows=tuple(rows[1:]))
         pk = self.rng.choice(list(live))
         human, old = live[pk]
         if op == "update":
@@ -255,3 +268,18 @@ class WriteGenerator:
         token = self.TOKENS[(self.stream_tokens - left + 1) % len(self.TOKENS)]
         values = dict(old, n=n, content=old["content"] + token)
         return self._chat_update(pk, human, values, n, "chat STREAM")
+
+
+
+def _values(rows: list[tuple]) -> tuple[str, list]:
+    """The VALUES of an INSERT and its parameters: one row with $1, $2, ... parameters; several rows as
+    SQL literals, because KalamDB takes at most 50 parameters per statement (hard-coded, protocol §1.4)."""
+    if len(rows) == 1:
+        return "(" + ", ".join(f"${i + 1}" for i in range(len(rows[0]))) + ")", list(rows[0])
+    return ", ".join("(" + ", ".join(map(_literal, row)) + ")" for row in rows), []
+
+
+def _literal(value) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"no SQL literal for {value!r}")
+    return str(value) if isinstance(value, int) else "'" + value.replace("'", "''") + "'"

@@ -32,8 +32,11 @@ class Writer:
         stmt = self.gen.next_write(table, ledger.next_wseq(self.account.user))
         run.writes_in_flight += 1   # Run.stop_writing waits for it
         try:
-            idx = ledger.begin(self.account.user, stmt.op, stmt.pk, stmt.values, owner=stmt.owner, group=stmt.group)
-            exc = classify(self.http, ledger, idx, self.gen, stmt)
+            user = self.account.user
+            idxs = [ledger.begin(user, stmt.op, stmt.pk, stmt.values, owner=stmt.owner, group=stmt.group)]
+            idxs += [ledger.begin(user, stmt.op, pk, values, owner=stmt.owner, group=stmt.group)
+                     for pk, values in stmt.rows]   # a multi-row INSERT: one write per row
+            exc = classify(self.http, ledger, idxs, self.gen, stmt)
             if isinstance(exc, (ConnectError, OutcomeUnknown)):   # the server was not there to answer
                 run.write_failures.append((time.time(), "refused" if isinstance(exc, ConnectError) else "unknown"))
             return stmt.name, exc
@@ -41,28 +44,33 @@ class Writer:
             run.writes_in_flight -= 1
 
 
-def classify(http, ledger, idx: int, gen, stmt) -> Exception | None:
+def classify(http, ledger, idxs: list, gen, stmt) -> Exception | None:
+    """Send one statement and record its outcome on every write (row) it holds."""
     exc = None
     try:
         results = http.sql(stmt.sql, stmt.params)
         # an UPDATE/DELETE that matched no row changed nothing, so nothing is to be delivered
-        committed = bool(results) and results[-1].row_count >= 1
-        ledger.finish(idx, OUTCOME_ACK if committed else OUTCOME_REJECTED, t_ack=time.time())
-        gen.confirm(stmt, committed)
-        if not committed:
+        rows = results[-1].row_count if results else 0
+        if rows >= len(idxs):
+            outcome = OUTCOME_ACK
+        elif rows <= 0:
+            outcome = OUTCOME_REJECTED
             exc = KalamError(f"{stmt.name} affected no row")
+        else:   # a multi-row INSERT that committed some rows: which ones, nobody knows
+            outcome = OUTCOME_UNKNOWN
+            exc = KalamError(f"{stmt.name} affected {rows} of {len(idxs)} rows")
+        committed = {OUTCOME_ACK: True, OUTCOME_REJECTED: False}.get(outcome)
     except OutcomeUnknown as e:
-        ledger.finish(idx, OUTCOME_UNKNOWN)
-        gen.confirm(stmt, None)
-        exc = e
+        outcome, committed, exc = OUTCOME_UNKNOWN, None, e
     except HttpError as e:
         # 5xx: the server may have committed before failing; 4xx (incl. 429): it did not
         outcome = OUTCOME_UNKNOWN if (e.status or 0) >= 500 else OUTCOME_REJECTED
-        ledger.finish(idx, outcome, t_ack=time.time())
-        gen.confirm(stmt, None if outcome == OUTCOME_UNKNOWN else False)
-        exc = e
+        committed, exc = (None if outcome == OUTCOME_UNKNOWN else False), e
     except ConnectError as e:  # nothing was sent
-        ledger.finish(idx, OUTCOME_REJECTED, t_ack=time.time())
-        gen.confirm(stmt, False)
-        exc = e
+        outcome, committed, exc = OUTCOME_REJECTED, False, e
+    # an unknown outcome has no answer time, except a 5xx (the server answered, not knowing)
+    t_ack = None if isinstance(exc, OutcomeUnknown) else time.time()
+    for idx in idxs:
+        ledger.finish(idx, outcome, t_ack=t_ack)
+    gen.confirm(stmt, committed)
     return exc

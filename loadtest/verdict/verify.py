@@ -17,28 +17,31 @@ from . import report as report_mod
 log = logging.getLogger(__name__)
 
 
-def thresholds_from(options, accepted_known, queue_drops_counted: int | None = None) -> Thresholds:
+def thresholds_from(options, accepted_known, queue_drops: tuple = (None, "")) -> Thresholds:
     return Thresholds(latency_ms=options.latency_threshold_ms, latency_percentile=options.latency_quantile * 100.0,
                       latency_from=options.latency_from, high_frequency_min=options.min_high_frequency,
-                      accepted_known=accepted_known, queue_drops_counted=queue_drops_counted)
+                      accepted_known=accepted_known, queue_drops_counted=queue_drops[0],
+                      queue_drops_source=queue_drops[1])
 
 
 FULL_QUEUE_LINE = "Notification channel full"   # KalamDB's (and the stand-in's) warning per dropped notification
 
 
-def queue_drops_counted(run) -> int | None:
-    """The server's own count of full-queue drops: its log's warnings when the run knows the log (a
-    server it started), else the stand-in's system.stats figure; None when neither is there (then
-    --accept-known queue-drops accepts nothing)."""
-    log_path = (run.server or {}).get("log_path")
+def queue_drops_counted(run) -> tuple:
+    """(count, where from): the server's own count of full-queue drops: its log's warnings when the run
+    knows the log (a server it started, or --server-log), else the stand-in's system.stats figure;
+    (None, "") when neither is there (the verifier then falls back on the changes counters' deficit)."""
+    log_path = (run.server or {}).get("log_path") or getattr(run.options, "server_log", "")
     if log_path:
         try:
             with open(log_path, encoding="utf-8", errors="replace") as f:
-                return sum(1 for line in f if FULL_QUEUE_LINE in line)
+                return sum(1 for line in f if FULL_QUEUE_LINE in line), f"server log {log_path}"
         except OSError as exc:
             log.warning("server log %s unreadable: %s", log_path, exc)
     value = (run.server_stats_at_end or {}).get("standin_notifications_dropped_queue_full")
-    return int(float(value)) if value is not None else None
+    if value is not None:
+        return int(float(value)), "the stand-in's system.stats"
+    return None, ""
 
 
 def counters_by_key(sessions, raw: dict | None) -> dict | None:
@@ -84,7 +87,7 @@ def verify(run) -> dict:
         missing.append(f"{never_started} listener user(s) never started")
     run_flags = {"drain_timed_out": bool(flags.get("drain_timed_out")),
                  "ledger_partial": bool(flags.get("interrupted") or flags.get("setup_error") or flags.get("ledger_partial")),
-                 "missing_listeners": missing}
+                 "missing_listeners": missing, "slow_listeners": list(run.slow_listeners)}
     scen = {}
     notes = []
     if not flags.get("setup_error"):
@@ -190,6 +193,10 @@ def evidence_of(run, scen: dict, listener_lag: dict) -> Evidence:
         scen["GEN"] = health.verdict()
     elif scen.get("GEN", {}).get("verdict") == "warning":   # the stress monitor's CPU samples say so too
         saturated = saturated or scen["GEN"]["figure"]
+    elif saturated and "GEN" in scen:   # its CPU samples looked fine, its event loop did not: one GEN says so
+        monitor = scen["GEN"]
+        scen["GEN"] = health.verdict()
+        scen["GEN"]["details"]["monitor_cpu"] = {"figure": monitor.get("figure"), "details": monitor.get("details")}
     lost = [f"worker {x['node']} (host {x['hostname']}, pid {x['pid']}) lost: {x['why']}"
             for x in (run.distributed or {}).get("lost_workers", ())]
     bound = None
