@@ -101,6 +101,20 @@ def test_verify_of_a_clean_record_passes_and_an_interrupted_one_does_not():
     assert verify(_record(h, logs, interrupted=True))["scenarios"]["L1"]["verdict"] == "inconclusive"
 
 
+def test_an_interrupted_run_ends_its_epochs_so_a_change_still_on_its_way_is_not_lost():
+    h = History(Workload(table="events", content_columns=("body",)))
+    logs = [h.subscription("l1", "events"), h.subscription("l2", "events")]
+    ids = [h.insert("w1") for _ in range(3)]
+    for i in ids[:2]:
+        h.deliver(logs[0], i)      # the third was on its way when Ctrl-C came
+    for i in (ids[0], ids[2]):
+        h.deliver(logs[1], i)      # the second is proven lost: a later write of its writer arrived
+    drain.end_logs([_session(f"l{k + 1}", "events", lg) for k, lg in enumerate(logs)], h.t, drained=False)
+    rep = verify(_record(h, logs, interrupted=True))
+    assert {s["listener"]: s["lost"] for s in rep["subscriptions"]} == {"l1": 0, "l2": 1}
+    assert rep["scenarios"]["L1"]["verdict"] == "fail"   # a proven loss stands, interrupted or not
+
+
 STATS_SCRIPT = textwrap.dedent(r"""
     import sys
     from types import SimpleNamespace

@@ -231,9 +231,10 @@ class WorkerRun(Run):
         for key, raw in zip(header["tables"], blobs):
             self.ledgers[key] = WriteLedger.from_bytes(raw)
         self.newest_acks = None
-        if meta.get("drain", True) and self.sessions:
+        drained = meta.get("drain", True)
+        if drained and self.sessions:
             self.drain()
-        self.end_logs(_now())
+        self.end_logs(_now(), drained=drained)
         self.agent.send("klt:drained", {"run": self.run_key,
                                         "drain_timed_out": bool(self.flags.get("drain_timed_out")),
                                         "drain_seconds": self.flags.get("drain_seconds"),

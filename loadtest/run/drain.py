@@ -3,7 +3,8 @@
 After the writers stop, listeners stay connected until each subscription has seen, per writer, the
 newest acknowledged write it must see (per-writer order then implies the earlier ones came, or are
 lost), and then a short quiet; or until nothing arrived for ``--drain-quiet`` s; or ``--drain-timeout``.
-The run (``Run.drain``) and the live view's drain line (``view.observer``) both read it from here.
+The run (``Run.drain``) and the live view's drain line (``view.observer``) both read it from here; and here
+the arrival logs end (``end_logs``), drained or not.
 """
 from __future__ import annotations
 
@@ -55,3 +56,14 @@ def all_delivered(sessions, newest: dict) -> bool:
 def should_stop(*, delivered: bool, quiet_s: float, quiet_needed: float) -> bool:
     """Everything in and a short quiet (late duplicates still show), or a long quiet (the rest is lost)."""
     return (delivered and quiet_s >= min(0.5, quiet_needed)) or quiet_s >= quiet_needed
+
+
+def end_logs(sessions, t: float, drained: bool = True) -> None:
+    """Every arrival log ends here: what arrives later is not part of the record. Without a drain (the
+    run was interrupted) changes may still have been on their way, as at a disconnect: the epochs end
+    here, and a missing change counts as lost only where a later write of its writer arrived."""
+    for s in sessions:
+        for st in s.subs.values():
+            if not drained:
+                st.log.disconnected(t)
+            st.log.finished(t)

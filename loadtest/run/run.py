@@ -317,11 +317,8 @@ class Run:
             gevent.sleep(0.1)
         self.flags["drain_seconds"] = round(time.time() - self.writing_stopped_at, 3)
 
-    def end_logs(self, t: float) -> None:
-        """Every arrival log ends here: what arrives later is not part of the record."""
-        for s in self.sessions:
-            for st in s.subs.values():
-                st.log.finished(t)
+    def end_logs(self, t: float, drained: bool = True) -> None:
+        drain.end_logs(self.sessions, t, drained)
 
     def _read_counters(self) -> dict | None:
         """system.live changes per (user, subscription id), read while the listeners are still connected."""
@@ -380,7 +377,7 @@ class Run:
             self.stress.load_ended(self.writing_stopped_at)
         if not interrupted and self.sessions:
             self.drain()
-        self.end_logs(time.time())
+        self.end_logs(time.time(), drained=not interrupted)
         counters = self._read_counters() if self.sessions and not interrupted else None
         if self.stress is not None:
             self.stress.stop_sampling()
