@@ -28,7 +28,7 @@ def run(processes: int, a) -> dict:
         report = Path(tmp) / "verdict.json"
         cmd = [sys.executable, "-m", "locust", "-f", str(REPO / "locustfile.py"), "--config", str(REPO / "locust.conf"),
                "--headless", "-t", a.run_time, "--report-json", str(report), "--only-summary",
-               "--report-html", "", "--report-junit", "", "--writers", str(a.writers), "--listeners", str(a.listeners),
+               "--report-html", "", "--report-junit", "", "--report-csv", "", "--reports-dir", tmp, "--writers", str(a.writers), "--listeners", str(a.listeners),
                "-u", str(a.writers + a.listeners), "-r", str(a.writers + a.listeners), "--write-rate", str(a.write_rate),
                "--drain-quiet", "1", "--drain-timeout", "20", "--reconnect-every", "0",
                "--latency-threshold-ms", "1000"]

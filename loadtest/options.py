@@ -55,7 +55,10 @@ def add_arguments(parser) -> None:
                    help="the drain ends early once nothing has arrived for this many seconds")
     g.add_argument("--auth-rate", type=float, default=15.0,
                    help="logins + WebSocket authentications per second (KalamDB's per-IP default is 20)")
-    g.add_argument("--report-json", default="reports/verdict.json", help="path of the JSON verdict report")
+    g.add_argument("--reports-dir", default="reports",
+                   help="each run writes its files into DIR/<run id>/ and points DIR/latest at it (run history)")
+    g.add_argument("--report-json", default="{run_dir}/verdict.json",
+                   help="path of the JSON verdict report; {run_dir} is the run's directory under --reports-dir")
     g.add_argument("--latency-from", choices=("sent", "ack", "commit"), default="sent",
                    help="start time of delivery latency: write sent, write acknowledged, or commit time in _seq")
     g.add_argument("--latency-threshold-ms", type=float, default=50.0, help="SC-054 delivery latency threshold")
@@ -138,11 +141,14 @@ def add_stress_arguments(g) -> None:
 
 
     # what people see: the files at the end, the live verification, the progress line
-    g.add_argument("--report-html", default="reports/report.html",
+    g.add_argument("--report-html", default="{run_dir}/report.html",
                    help="self-contained HTML report (verdicts, settings, plots) written at the end of every run; "
                         "empty = none")
-    g.add_argument("--report-junit", default="reports/junit.xml",
+    g.add_argument("--report-junit", default="{run_dir}/junit.xml",
                    help="JUnit XML (one testcase per scenario) written at the end of every run; empty = none")
+    g.add_argument("--report-csv", default="{run_dir}",
+                   help="directory of the run's CSV files: series.csv (per second: writes, deliveries, latency "
+                        "percentiles) and subscriptions.csv (one row per subscription); empty = none")
     g.add_argument("--live-verify-interval", type=float, default=2.0,
                    help="seconds between provisional verifications during the run (web view, progress line); "
                         "0 = off")
@@ -160,7 +166,7 @@ GROUPS = {
                  "--slow-listeners", "--slow-pause", "--slow-every", "--slow-rcvbuf"),
     "verification": ("--latency-from", "--latency-threshold-ms", "--latency-quantile", "--min-high-frequency",
                      "--accept-known", "--live-verify-interval", "--progress-interval"),
-    "reports": ("--report-json", "--report-html", "--report-junit"),
+    "reports": ("--reports-dir", "--report-json", "--report-html", "--report-junit", "--report-csv"),
     "server": ("--kalamdb-bin", "--standin-config", "--standin-fault", "--server-log"),
     "stress (S1-S10, SC-057)": (
         "--stress", "--readers", "--reader-rate", "--monitor-interval", "--warmup", "--baseline-window",
@@ -230,6 +236,8 @@ def option_errors(o) -> list[str]:
         errors.append(f"--slow-listeners: {o.slow_listeners} is more than --listeners ({o.listeners})")
     if (getattr(o, "slow_listeners", 0) or 0) and o.slow_pause >= o.slow_every:
         errors.append(f"--slow-pause: {o.slow_pause:g} s must be shorter than --slow-every ({o.slow_every:g} s)")
+    if not (getattr(o, "reports_dir", "reports") or "").strip():
+        errors.append("--reports-dir: empty; give the directory that holds the runs' files (default reports)")
     server_log = getattr(o, "server_log", "") or ""
     if server_log and not os.path.isfile(server_log):
         errors.append(f"--server-log: {server_log!r} is not a file")

@@ -33,6 +33,7 @@ from .options import add_arguments, option_errors
 from .run.provision import SetupError
 from .run.run import AdminCredentials, Run
 from .verdict.files import series_or_empty, write_files, write_json
+from .verdict.paths import ReportPaths, report_paths, start_run_dir
 from .verdict.report import print_verdict
 from .verdict.verify import verify
 from .view import web
@@ -59,7 +60,7 @@ class LoadTest:
         self.report: dict | None = None
         self.clock_offset = 0.0       # test hook (loadtest.distributed.hooks)
         self.unprinted: dict | None = None   # a headless run's report, printed at Locust's quit
-        self.verdict_files: list = []
+        self.paths: ReportPaths | None = None   # the current run's files (loadtest.verdict.paths)
 
     @property
     def is_worker(self) -> bool:
@@ -143,6 +144,10 @@ class LoadTest:
             return
         self.report = None
         run = self.run = self.new_run()
+        # its directory, and reports/latest pointing at it, before anything can fail: a failed set-up
+        # writes its report there, and no earlier run's files look like the newest
+        self.paths = report_paths(self.env.parsed_options, run.id)
+        start_run_dir(self.paths)
         managed = self.server is not None and self.env.host.rstrip("/") == self.server.url.rstrip("/")
         if managed:
             run.server_info = self.server_info()
@@ -178,21 +183,20 @@ class LoadTest:
 
     def conclude(self, run, record) -> dict:
         """Record → verdict → files → view: each step takes what the one before returned."""
-        o = record.options
+        paths = self.paths
         report = self.report = verify(record)
-        write_json(report, o.report_json)
+        write_json(report, paths.json)
         series, hist = series_or_empty(record)
         obs = self.observer if self.observer is not None and self.observer.run is run else None
         if obs is not None:
             obs.final(report, series, hist)
-        write_files(record, report, series, hist, obs.server if obs is not None else None)
+        write_files(record, report, series, hist, obs.server if obs is not None else None, paths=paths)
         # after the files (a terminal that goes away, tee on Ctrl-C, loses nothing); headless, the verdict
         # is the terminal's last block: printed at Locust's quit, after its statistics tables
-        self.verdict_files = [f for f in (o.report_json, o.report_html, o.report_junit) if f]
         if self.headless:
             self.unprinted = report
         else:
-            print_verdict(report, self.verdict_files)
+            print_verdict(report, paths.files)
         run.close(report)
         return report
 
@@ -204,7 +208,7 @@ class LoadTest:
         """Locust's quit event: its tables are printed; the verdict goes last."""
         report, self.unprinted = self.unprinted, None
         if report is not None:
-            print_verdict(report, self.verdict_files)
+            print_verdict(report, self.paths.files)
 
     def quit(self) -> None:
         try:

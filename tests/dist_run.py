@@ -60,7 +60,8 @@ def run_distributed(tmp_path, *args, workers: list | None = None, run_time: str 
         "--config", str(REPO / "locust.conf"), "--master", "--master-bind-host", bind_host,
         "--master-bind-port", str(port), "--expect-workers", str(len(workers)), "--expect-workers-max-wait", "60",
         "--headless", "-t", run_time, "--report-json", str(report), "--only-summary",
-        "--report-html", "", "--report-junit", "", *SMALL, *args]
+        "--report-html", "", "--report-junit", "", "--report-csv", "", "--reports-dir", str(Path(tmp_path) / "reports"),
+        *SMALL, *args]
     mproc = subprocess.Popen(master, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              env=_env(master_env))
     wprocs = []

@@ -62,19 +62,24 @@ class RunResult:
 def run_locust(tmp_path, *args, faults: dict | None = None, run_time: str = "6s", small: bool = True,
                env: dict | None = None, timeout: float = 120, interrupt_after: float | None = None,
                interrupt_group: bool = False, interrupt_when: str | None = None,
-               after_line: tuple | None = None) -> RunResult:
+               after_line: tuple | None = None, history: bool = False) -> RunResult:
     """interrupt_after: seconds after the start (or after the first output line containing
     ``interrupt_when``) to send SIGINT; interrupt_group: to the whole process group, as a terminal's
     Ctrl-C does (the load test then runs in a session of its own). after_line: (text, seconds, fn): call
     fn() that many seconds after the first output line containing text (e.g. restart the server 3 s after
-    "writers start", whenever that comes on a busy machine)."""
+    "writers start", whenever that comes on a busy machine). history: the files where a user's run puts them
+    (``<tmp_path>/reports/<run id>/``, the report read through ``reports/latest``), else each at a path of its
+    own in tmp_path."""
     stamp = time.monotonic_ns()
     report = Path(tmp_path) / f"verdict-{stamp}.json"
     cmd = [sys.executable, "-m", "locust", "-f", str(REPO / "locustfile.py"), "--config", str(REPO / "locust.conf"),
-           "--headless", "-t", run_time, "--report-json", str(report), "--only-summary",
-           # the HTML and JUnit reports beside the JSON one (a test's own --report-html/--report-junit wins)
-           "--report-html", str(Path(tmp_path) / f"report-{stamp}.html"),
-           "--report-junit", str(Path(tmp_path) / f"junit-{stamp}.xml")]
+           "--headless", "-t", run_time, "--only-summary", "--reports-dir", str(Path(tmp_path) / "reports")]
+    if history:
+        report = Path(tmp_path) / "reports" / "latest" / "verdict.json"
+    else:
+        # the HTML and JUnit reports beside the JSON one (a test's own --report-html/--report-junit wins)
+        cmd += ["--report-json", str(report), "--report-html", str(Path(tmp_path) / f"report-{stamp}.html"),
+                "--report-junit", str(Path(tmp_path) / f"junit-{stamp}.xml")]
     if small:
         cmd += SMALL
     for key, value in (faults or {}).items():

@@ -111,7 +111,8 @@ def test_a_bad_option_value_stops_at_once_naming_the_option(tmp_path, args, says
     stale = tmp_path / "verdict.json"
     t0 = time.monotonic()
     p = subprocess.run([sys.executable, "-m", "locust", "-f", str(REPO / "locustfile.py"), "--config",
-                        str(REPO / "locust.conf"), "-t", "30s", "--report-json", str(stale), *args],
+                        str(REPO / "locust.conf"), "-t", "30s", "--report-json", str(stale),
+                        "--reports-dir", str(tmp_path / "reports"), *args],
                        cwd=REPO, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2, p.stderr[-2000:]
     assert f"locust: error: {says}" in p.stderr
@@ -124,7 +125,7 @@ def test_a_master_that_gives_up_waiting_for_workers_stops_its_stand_in(tmp_path)
     p = subprocess.run([sys.executable, "-m", "locust", "-f", str(REPO / "locustfile.py"), "--config",
                         str(REPO / "locust.conf"), "--master", "--master-bind-port", str(free_port()),
                         "--expect-workers", "2", "--expect-workers-max-wait", "2", "-t", "5s",
-                        "--report-json", str(tmp_path / "verdict.json")],
+                        "--report-json", str(tmp_path / "verdict.json"), "--reports-dir", str(tmp_path / "reports")],
                        cwd=REPO, capture_output=True, text=True, timeout=60)
     assert "Gave up waiting for workers" in p.stderr, p.stderr[-2000:]
     pid = int(re.search(r"started the built-in KalamDB stand-in at \S+ \(pid (\d+)\)", p.stderr).group(1))

@@ -69,7 +69,7 @@ def test_live_verification_view_in_the_web_ui(tmp_path):
            "--writers", "2", "--listeners", "3", "-u", "5", "-r", "5", "--write-rate", "20",
            "--reconnect-every", "0", "--drain-quiet", "1", "--drain-timeout", "10",
            "--report-json", str(tmp_path / "verdict.json"), "--report-html", str(tmp_path / "report.html"),
-           "--report-junit", str(tmp_path / "junit.xml")]
+           "--report-junit", str(tmp_path / "junit.xml"), "--reports-dir", str(tmp_path / "reports")]
     env = dict(os.environ)
     env.pop("KALAMDB_ADMIN_PASSWORD", None)
     with open(out, "w") as log:
@@ -330,7 +330,8 @@ def _web_locust(tmp_path, env_extra: dict):
            "--headful", "--web-host", "127.0.0.1", "--web-port", str(port),
            "--writers", "2", "--listeners", "2", "--write-rate", "10", "--reconnect-every", "0",
            "--drain-quiet", "1", "--drain-timeout", "5", "--workload", "shared",
-           "--report-json", str(tmp_path / "verdict.json"), "--report-html", "", "--report-junit", ""]
+           "--report-json", str(tmp_path / "verdict.json"), "--report-html", "", "--report-junit", "",
+           "--reports-dir", str(tmp_path / "reports")]
     env = dict(os.environ)
     env.pop("KALAMDB_ADMIN_PASSWORD", None)
     env.update(env_extra)

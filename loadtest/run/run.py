@@ -94,6 +94,7 @@ class Run:
         self.expected_listeners = o.listeners
         self.ready_listeners = 0
         self.failed_listeners: list[str] = []
+        self.id = prov_mod.new_run_id()   # names its namespace and users, and its directory of files
         self.started_at = None
         self.writing_started_at = None
         self.writing_stopped_at = None
@@ -128,7 +129,7 @@ class Run:
         except Exception as exc:
             raise prov_mod.login_error(exc, self.base_url, self.admin.user) from None
         o = self.options
-        self.prov = prov_mod.provision(self.admin_http, self.workload, o.writers, o.listeners,
+        self.prov = prov_mod.provision(self.admin_http, self.workload, o.writers, o.listeners, self.id,
                                        readers=o.readers, probe=o.stress and o.leak_probe > 0)
         if o.stress:
             self.stress = StressRecorder(self)

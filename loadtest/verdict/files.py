@@ -1,20 +1,25 @@
-"""The end-of-run files beside the JSON report: a self-contained HTML report and a JUnit XML file.
+"""The end-of-run files beside the JSON report: a self-contained HTML report, a JUnit XML file and CSV.
 
-    write_files(record, report, series, histogram, server)   # by the plugin, after the JSON report
+    write_files(record, report, series, histogram, server, paths=...)   # by the plugin, after the JSON report
 
-* HTML (``--report-html``, default ``reports/report.html``): one file that opens offline (the vendored
+Where they go: ``loadtest.verdict.paths`` (``reports/<run id>/`` by default, ``reports/latest`` the newest).
+
+* HTML (``--report-html``, default ``{run_dir}/report.html``): one file that opens offline (the vendored
   uPlot library, its CSS and the chart script are inlined): the verdict table, the run's settings, and
   plots: delivery latency percentiles per second, the latency histogram, writes vs deliveries per
   second, server memory and CPU (with the stress verdicts' baseline, steady part / leak fit and
   release window marked when the report has them), per-listener figures, notes.
-* JUnit (``--report-junit``, default ``reports/junit.xml``): one ``<testcase>`` per scenario;
+* JUnit (``--report-junit``, default ``{run_dir}/junit.xml``): one ``<testcase>`` per scenario;
   ``fail`` → ``<failure>``, ``inconclusive`` → ``<error>`` (the evidence is incomplete: neither a pass
   nor a proven failure), ``skipped`` → ``<skipped>``.
+* CSV (``--report-csv``, default ``{run_dir}``): ``series.csv`` and ``subscriptions.csv``, for a spreadsheet.
 
 Never raises: a figure that cannot be drawn must not cost the verdict (the JSON report is already out).
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 import os
@@ -24,6 +29,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+from .paths import CSV_FILES
 from .display import MB, listeners_from_report, monitor_series, run_marks, run_monitor, run_settings, stress_overlay
 from .timeseries import TimeSeries
 
@@ -100,11 +106,50 @@ def write_json(report: dict, path: str | None) -> None:
         log.info("verdict report written to %s", path)
 
 
-def write_files(run, report: dict, series: dict, hist: dict, sampled: dict | None = None) -> None:
-    """JUnit and HTML beside the JSON report; ``run`` is the Record."""
+SERIES_CSV, SUBSCRIPTIONS_CSV = CSV_FILES
+
+
+def write_csv(directory: str, report: dict, series: dict) -> None:
+    """series.csv: one row a second (clock time, writes sent / acknowledged, deliveries, latency
+    percentiles in ms and their sample count); subscriptions.csv: one row a subscription (the report's
+    ``subscriptions``; nested figures as JSON in their cell)."""
+    if not directory:
+        return
+    try:
+        cols = ("t", "writes_sent", "writes_acked", "deliveries", "p50", "p95", "p99", "samples")
+        heads = {"t": "t_epoch_s", "p50": "latency_p50_ms", "p95": "latency_p95_ms", "p99": "latency_p99_ms"}
+        rows = [["time"] + [heads.get(c, c) for c in cols]]
+        for i, t in enumerate(series.get("t", [])):   # none after a failed set-up: the header alone
+            clock = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+            rows.append([clock] + [_cell(series[c][i]) if c in series else "" for c in cols])
+        _write(os.path.join(directory, SERIES_CSV), _csv_text(rows))
+        subs = report.get("subscriptions") or []
+        keys: list = []
+        for sub in subs:
+            keys += [k for k in sub if k not in keys]
+        rows = [keys] + [[_cell(sub.get(k)) for k in keys] for sub in subs]
+        _write(os.path.join(directory, SUBSCRIPTIONS_CSV), _csv_text(rows))
+        log.info("CSV files written to %s", directory)
+    except Exception:
+        log.warning("could not write the CSV files in %s", directory, exc_info=True)
+
+
+def _cell(v):
+    return json.dumps(v, default=str) if isinstance(v, (dict, list, tuple)) else ("" if v is None else v)
+
+
+def _csv_text(rows: list) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue()
+
+
+def write_files(run, report: dict, series: dict, hist: dict, sampled: dict | None = None, *, paths) -> None:
+    """JUnit, HTML and CSV beside the JSON report; ``run`` is the Record, ``paths`` its ReportPaths."""
     o = run.options
-    html_path = getattr(o, "report_html", "") or ""
-    junit_path = getattr(o, "report_junit", "") or ""
+    html_path = paths.html
+    junit_path = paths.junit
+    write_csv(paths.csv, report, series)
     if junit_path:
         try:
             _write(junit_path, junit_xml(report))

@@ -62,8 +62,9 @@ def install(environment, web_ui) -> None:
 
     @app.route("/verification/report.html")
     def verification_report():
-        path = getattr(environment.parsed_options, "report_html", "") or ""
-        if not path or environment.loadtest.report is None or not os.path.exists(path):
+        lt = environment.loadtest
+        path = lt.paths.html if lt.paths is not None else ""
+        if not path or lt.report is None or not os.path.exists(path):
             abort(404)
         return send_from_directory(os.path.dirname(os.path.abspath(path)), os.path.basename(path))
 
