@@ -20,6 +20,7 @@ from pathlib import Path
 import gevent
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
+from locust.stats import CSV_STATS_INTERVAL_SEC
 
 from checks.stress import memtable_budget
 from servers.kalamdb import KalamdbError, KalamdbProcess
@@ -30,6 +31,7 @@ from .distributed import hooks
 from .distributed.master import Coordinator, MasterRun
 from .distributed.worker import WorkerAgent
 from .options import add_arguments, option_errors
+from .run.locuststats import report_verdicts
 from .run.provision import SetupError
 from .run.run import AdminCredentials, Run
 from .verdict.files import series_or_empty, write_files, write_json
@@ -183,7 +185,7 @@ class LoadTest:
 
     def conclude(self, run, record) -> dict:
         """Record → verdict → files → view: each step takes what the one before returned."""
-        paths = self.paths
+        o, paths = record.options, self.paths
         report = self.report = verify(record)
         write_json(report, paths.json)
         series, hist = series_or_empty(record)
@@ -191,6 +193,11 @@ class LoadTest:
         if obs is not None:
             obs.final(report, series, hist)
         write_files(record, report, series, hist, obs.server if obs is not None else None, paths=paths)
+        report_verdicts(self.env, report)
+        if getattr(o, "csv_prefix", None):
+            # Locust's --csv writer rewrites its files once a second and not at exit: one more turn of it,
+            # so its CSV holds the VERIFY entries too
+            gevent.sleep(CSV_STATS_INTERVAL_SEC + 0.2)
         # after the files (a terminal that goes away, tee on Ctrl-C, loses nothing); headless, the verdict
         # is the terminal's last block: printed at Locust's quit, after its statistics tables
         if self.headless:

@@ -4,6 +4,9 @@ what the stand-in injected (its own counters, read from system.stats at the end 
 the scenarios the fault cannot touch still pass."""
 from __future__ import annotations
 
+import csv
+import re
+
 import pytest
 
 from loadtest.run.stress import STRESS_IDS
@@ -76,7 +79,7 @@ def figures(r) -> dict:
 
 
 def test_drop_is_caught_as_loss_with_the_exact_count(tmp_path):
-    r = run_locust(tmp_path, *EXACT, faults={"drop_count": 7})
+    r = run_locust(tmp_path, *EXACT, "--csv", str(tmp_path / "locust"), faults={"drop_count": 7})
     assert r.stat("standin_notifications_dropped_fault") == 7
     assert lost_total(r) == 7, figures(r)
     assert r.failing == SHARED_DELIVERY, figures(r)
@@ -87,6 +90,15 @@ def test_drop_is_caught_as_loss_with_the_exact_count(tmp_path):
     assert r.scenarios["SC-054"]["details"]["sent"]["count"] == received > 0, figures(r)
     assert r.scenarios["L4"]["details"]["known_behaviours"]["queue-drops"]["count"] == 7
     assert r.report["summary"]["verdict"] == "fail" and r.returncode == 1
+    # Locust's own statistics say it too: one VERIFY entry per judged scenario, failed where the verdict is
+    with open(tmp_path / "locust_stats.csv", newline="") as f:
+        verify = {row["Name"].split()[0]: int(row["Failure Count"]) for row in csv.DictReader(f) if row["Type"] == "VERIFY"}
+    judged = {k: v["verdict"] for k, v in r.scenarios.items() if v["verdict"] != "skipped"}
+    assert verify == {k: int(v in ("fail", "inconclusive")) for k, v in judged.items()}, verify
+    assert {k for k, n in verify.items() if n} >= SHARED_DELIVERY
+    # and so does its table on the terminal: the failed entries among its failures
+    table = r.output.split("Response time percentiles")[0]
+    assert re.search(r"VERIFY\s+L1 inserts delivered to every matching listener\s+1\s+1\(100\.00%\)", table), table[-3000:]
 
 
 def test_loss_is_not_accepted_as_queue_drops_without_the_servers_count(tmp_path):

@@ -1,7 +1,11 @@
-"""Change deliveries into Locust's own statistics, in batches: an adapter to Locust's StatsEntry.
+"""What the load test puts into Locust's own statistics: change deliveries, and the verdict at the end.
 
-It writes the fields ``StatsEntry.log`` writes (``tests/test_locust_stats.py`` fails when Locust's
-statistics change shape), so Locust's tables, charts and CSV count every delivery.
+* ``DeliveryStats``: deliveries in batches, an adapter to Locust's StatsEntry. It writes the fields
+  ``StatsEntry.log`` writes (``tests/test_locust_stats.py`` fails when Locust's statistics change shape),
+  so Locust's tables, charts and CSV count every delivery.
+* ``report_verdicts``: one ``VERIFY`` request per judged scenario, failed when the scenario failed or is
+  inconclusive, so Locust's header ("Failures"), its tables, its CSV and its exit code agree with the
+  verdict (before, a run whose verdict was FAIL read "Failures 0%" in green).
 """
 from __future__ import annotations
 
@@ -75,3 +79,23 @@ def _log_many(entry, samples: list, t: float) -> None:
     rt = entry.response_times
     for b in map(locust_stats.bucket_response_time, samples):
         rt[b] += 1
+
+
+VERIFY = "VERIFY"   # the request type of the verdict entries
+
+
+class VerificationFailed(Exception):
+    """A scenario's verdict, as the failure of its VERIFY entry: "fail: lost 7 of 1,026 inserts"."""
+
+
+def report_verdicts(environment, report: dict) -> None:
+    """One VERIFY request per judged scenario (skipped ones are not judged), through Locust's request
+    event as any request is reported: a failure for ``fail`` and ``inconclusive``."""
+    for sid, s in report.get("scenarios", {}).items():
+        verdict = s.get("verdict")
+        if verdict in (None, "skipped"):
+            continue
+        failed = verdict in ("fail", "inconclusive")
+        environment.events.request.fire(
+            request_type=VERIFY, name=f"{sid} {s.get('title', '')}".strip(), response_time=0, response_length=0,
+            exception=VerificationFailed(f"{verdict}: {s.get('figure', '')}") if failed else None, context={})
