@@ -1,9 +1,14 @@
-"""The verdict report: one line per scenario on the console, and a JSON file (docs/report-schema.md)."""
+"""The verdict report: one line per scenario on the console, and a JSON file (docs/report-schema.md); and the
+comparison of two reports (``checks.compare``) as lines for ``python3 -m loadtest compare``."""
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import textwrap
+from pathlib import Path
+
+from checks.compare import compare, format_number
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +73,132 @@ def _wrap(line: str, indent: int = 24) -> list[str]:
 
 def print_verdict(report: dict, files: list | None = None) -> None:
     print("\n".join(console_lines(report, files)), file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------- comparing runs
+class ReportUnreadable(ValueError):
+    """A path that is not a verdict report: the message says which path and why, in one line."""
+
+
+def report_path(path: str) -> Path:
+    """The verdict JSON a path names: the file itself, or in a run directory its ``verdict.json`` (else its
+    only ``verdict*.json``, as profiles name theirs: verdict-short.json)."""
+    p = Path(path)
+    if not p.is_dir():
+        return p
+    if (p / "verdict.json").is_file():
+        return p / "verdict.json"
+    found = sorted(x for x in p.glob("verdict*.json") if x.is_file())
+    if len(found) == 1:
+        return found[0]
+    raise ReportUnreadable(f"{path}: a directory without verdict.json"
+                           + (f" (and {len(found)} verdict*.json files: name one)" if found else ""))
+
+
+def load_report(path: str) -> dict:
+    """The verdict report at ``path`` (a file or a run directory), or ReportUnreadable."""
+    p = report_path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReportUnreadable(f"{path}: no such file or directory") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportUnreadable(f"{p}: cannot be read ({exc.__class__.__name__}: {exc})") from None
+    try:
+        report = json.loads(text)
+    except ValueError as exc:
+        raise ReportUnreadable(f"{p}: not JSON ({exc})") from None
+    schema = report.get("schema") if isinstance(report, dict) else None
+    if schema != SCHEMA or not isinstance(report.get("scenarios"), dict):
+        raise ReportUnreadable(f"{p}: not a verdict report (schema {schema!r}, expected {SCHEMA!r})")
+    return report
+
+
+def with_comparison(report: dict, earlier_path: str, tolerance_pct: float = 10.0) -> dict:
+    """``--compare-to``: the report with ``comparison`` (the earlier run as A, this one as B, and ``against``:
+    the path). An earlier report that cannot be read or compared is said in ``comparison.error`` and a note;
+    never raises (the run's verdict stands on its own)."""
+    try:
+        comparison = dict(compare(load_report(earlier_path), report, tolerance_pct), against=earlier_path)
+    except ReportUnreadable as exc:
+        why = str(exc)
+    except Exception as exc:   # a report of another version may lack what compare reads: not the run's fault
+        log.warning("could not compare with %s", earlier_path, exc_info=True)
+        why = f"{earlier_path}: could not be compared ({exc.__class__.__name__}: {exc})"
+    else:
+        return dict(report, comparison=comparison)
+    return dict(report, comparison={"against": earlier_path, "error": why},
+                notes=[*report.get("notes", []), f"--compare-to: no comparison: {why}"])
+
+
+SIDE_INDENT = 10     # where "A: figure" stands under a scenario's row
+VERDICTS_WIDTH = 22  # "PASS → FAIL" and the like; INCONCLUSIVE → INCONCLUSIVE pushes its row's rest on
+STATUS_WORDS = {"worse": "WORSE", "better": "better", "same": "same", "not comparable": "not comparable",
+                "skipped": "skipped"}
+
+
+def comparison_lines(result: dict, path_a: str | None = None, path_b: str | None = None) -> list[str]:
+    """``python3 -m loadtest compare``'s table (``checks.compare.compare``'s result), ≤ WIDTH columns: both runs,
+    the settings that differ, the run's row, one row a scenario (verdict A → B, what it came to, the figures
+    that moved; then the figure text of both), the regressions, the result and exit code last."""
+    lines = [f"KalamDB live-query comparison (tolerance {format_number(result['tolerance_pct'])} %)"]
+    for side, path in (("a", path_a), ("b", path_b)):
+        who = result[side]
+        lines += _wrap(f"{side.upper()}: run {who.get('run_id') or '?'} ({who.get('workload') or '?'} workload): "
+                       f"{str(who.get('verdict')).upper()}" + (f"  {path}" if path else ""), indent=5)
+    run = result["run"]
+    if run["settings_differ"]:
+        lines += _wrap("settings differ: " + "; ".join(
+            f"{d['name']} {_setting(d['a'])} → {_setting(d['b'])}" for d in run["settings_differ"]), indent=4)
+    lines += _comparison_row("run", run["a"], run["b"], "worse" if run["regressed"] else "same", run["figures"])
+    skipped: dict = {}
+    for sid, s in result["scenarios"].items():
+        if s["status"] == "skipped":
+            skipped.setdefault(s["b"]["figure"], []).append(sid)
+            continue
+        a, b = s["a"] or {}, s["b"] or {}
+        status = s["status"] + (f" ({', '.join(s['why'])})" if s["status"] == "not comparable" else "")
+        lines += _comparison_row(sid, a.get("verdict"), b.get("verdict"), status, s["figures"])
+        if a.get("figure") == b.get("figure"):
+            lines += _wrap(f"{' ' * (SIDE_INDENT - 2)}A, B: {a.get('figure', '')}", indent=SIDE_INDENT + 6)
+        else:
+            for side, got in (("A", a), ("B", b)):
+                if got:
+                    lines += _wrap(f"{' ' * (SIDE_INDENT - 2)}{side}: {got.get('figure', '')}", indent=SIDE_INDENT + 3)
+    for figure, ids in skipped.items():
+        lines += _wrap(f"{'SKIPPED in both':<{VERDICTS_WIDTH + 8}} {', '.join(ids)}: {figure}", indent=SIDE_INDENT)
+    if result["regressions"]:
+        regressed: dict = {}
+        for r in result["regressions"]:
+            regressed.setdefault(r["scenario"], []).append(r["what"])
+        lines += _wrap("regressions: " + "; ".join(f"{sid} ({', '.join(what)})" for sid, what in regressed.items()),
+                       indent=4)
+        lines.append(f"  RESULT WORSE: B is worse than A in {', '.join(regressed)} (exit code {result['exit_code']})")
+    else:
+        lines.append(f"  RESULT SAME OR BETTER: B is nowhere worse than A beyond the tolerance "
+                     f"(exit code {result['exit_code']})")
+    return lines
+
+
+def _setting(value) -> str:
+    return "–" if value is None else ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _comparison_row(sid: str, was: str | None, now: str | None, status: str, figures: list) -> list[str]:
+    verdicts = f"{str(was or 'absent').upper()} → {str(now or 'absent').upper()}"
+    moved = [_figure_change(f) for f in figures if f["status"] in ("worse", "better", "within tolerance")]
+    word = STATUS_WORDS.get(status, status)
+    return _wrap(f"{sid:<7} {verdicts:<{VERDICTS_WIDTH}} {word}" + (": " + "; ".join(moved) if moved else ""), indent=SIDE_INDENT)
+
+
+def _figure_change(f: dict) -> str:
+    """"p99 10 → 80 ms (+70, +700 %) WORSE": a figure that moved; only a gating one is called WORSE."""
+    unit = f" {f['unit']}" if f["unit"] else ""
+    said = [("+" if f["change"] > 0 else "-") + format_number(abs(f["change"]))]
+    if f["change_pct"] is not None:
+        pct = f["change_pct"]
+        said.append(f"{pct:+.1f} %" if abs(pct) < 10 else f"{pct:+,.0f} %")
+    if f["status"] != "worse":
+        said.append(f["status"])
+    mark = " WORSE" if f["status"] == "worse" and f["gates"] else ""
+    return f"{f['name']} {format_number(f['a'])} → {format_number(f['b'])}{unit} ({', '.join(said)}){mark}"
