@@ -143,6 +143,11 @@ def add_stress_arguments(g) -> None:
                         "empty = none")
     g.add_argument("--report-junit", default="reports/junit.xml",
                    help="JUnit XML (one testcase per scenario) written at the end of every run; empty = none")
+    g.add_argument("--compare-to", default="",
+                   help="an earlier run's directory or verdict JSON: the JSON report gets `comparison` (that run "
+                        "as A, this one as B, tolerance 10 percent) and the HTML report shows it, regressions marked. "
+                        "It does not change this run's verdict or exit code: `python3 -m loadtest compare A B` "
+                        "is what gates; empty = none")
     g.add_argument("--live-verify-interval", type=float, default=2.0,
                    help="seconds between provisional verifications during the run (web view, progress line); "
                         "0 = off")
@@ -160,7 +165,7 @@ GROUPS = {
                  "--slow-listeners", "--slow-pause", "--slow-every", "--slow-rcvbuf"),
     "verification": ("--latency-from", "--latency-threshold-ms", "--latency-quantile", "--min-high-frequency",
                      "--accept-known", "--live-verify-interval", "--progress-interval"),
-    "reports": ("--report-json", "--report-html", "--report-junit"),
+    "reports": ("--report-json", "--report-html", "--report-junit", "--compare-to"),
     "server": ("--kalamdb-bin", "--standin-config", "--standin-fault", "--server-log"),
     "stress (S1-S10, SC-057)": (
         "--stress", "--readers", "--reader-rate", "--monitor-interval", "--warmup", "--baseline-window",

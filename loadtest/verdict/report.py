@@ -133,38 +133,66 @@ def with_comparison(report: dict, earlier_path: str, tolerance_pct: float = 10.0
 
 SIDE_INDENT = 10     # where "A: figure" stands under a scenario's row
 VERDICTS_WIDTH = 22  # "PASS → FAIL" and the like; INCONCLUSIVE → INCONCLUSIVE pushes its row's rest on
-STATUS_WORDS = {"worse": "WORSE", "better": "better", "same": "same", "not comparable": "not comparable",
-                "skipped": "skipped"}
+
+
+def comparison_rows(result: dict) -> list[dict]:
+    """What a reader sees of ``checks.compare.compare``'s result, one row for the run and one a scenario:
+    ``{"scenario", "a", "b" (verdicts), "status" (with why for not comparable), "regressed", "moved" (the figures
+    that moved, as text; a gating one that is worse ends in WORSE), "figure_a", "figure_b"}``. Shared by the
+    terminal's table and the HTML report."""
+    run = result["run"]
+    rows = [{"scenario": "run", "a": run["a"], "b": run["b"], "status": "worse" if run["regressed"] else "same",
+             "regressed": run["regressed"], "moved": _moved(run["figures"]), "figure_a": None, "figure_b": None}]
+    for sid, s in result["scenarios"].items():
+        a, b = s["a"] or {}, s["b"] or {}
+        rows.append({"scenario": sid, "a": a.get("verdict"), "b": b.get("verdict"),
+                     "status": s["status"] + (f" ({', '.join(s['why'])})" if s["status"] == "not comparable" else ""),
+                     "regressed": s["regressed"], "moved": _moved(s["figures"]),
+                     "figure_a": a.get("figure"), "figure_b": b.get("figure")})
+    return rows
+
+
+def comparison_outcome(result: dict) -> str:
+    """The comparison's last line: the result, where B is worse, and the exit code."""
+    if result["regressions"]:
+        where = ", ".join(dict.fromkeys(r["scenario"] for r in result["regressions"]))
+        return f"RESULT WORSE: B is worse than A in {where} (exit code {result['exit_code']})"
+    return f"RESULT SAME OR BETTER: B is nowhere worse than A beyond the tolerance (exit code {result['exit_code']})"
+
+
+def settings_differ_text(result: dict) -> str:
+    return "; ".join(f"{d['name']} {_setting(d['a'])} → {_setting(d['b'])}" for d in result["run"]["settings_differ"])
 
 
 def comparison_lines(result: dict, path_a: str | None = None, path_b: str | None = None) -> list[str]:
-    """``python3 -m loadtest compare``'s table (``checks.compare.compare``'s result), ≤ WIDTH columns: both runs,
-    the settings that differ, the run's row, one row a scenario (verdict A → B, what it came to, the figures
-    that moved; then the figure text of both), the regressions, the result and exit code last."""
+    """``python3 -m loadtest compare``'s table, ≤ WIDTH columns: both runs, the settings that differ, one row for
+    the run and each scenario (verdict A → B, what it came to, the figures that moved; then the figure text of
+    both; the scenarios skipped in both on one row a reason), the regressions, the outcome last."""
     lines = [f"KalamDB live-query comparison (tolerance {format_number(result['tolerance_pct'])} %)"]
     for side, path in (("a", path_a), ("b", path_b)):
         who = result[side]
         lines += _wrap(f"{side.upper()}: run {who.get('run_id') or '?'} ({who.get('workload') or '?'} workload): "
                        f"{str(who.get('verdict')).upper()}" + (f"  {path}" if path else ""), indent=5)
-    run = result["run"]
-    if run["settings_differ"]:
-        lines += _wrap("settings differ: " + "; ".join(
-            f"{d['name']} {_setting(d['a'])} → {_setting(d['b'])}" for d in run["settings_differ"]), indent=4)
-    lines += _comparison_row("run", run["a"], run["b"], "worse" if run["regressed"] else "same", run["figures"])
+    if result["run"]["settings_differ"]:
+        lines += _wrap("settings differ: " + settings_differ_text(result), indent=4)
     skipped: dict = {}
-    for sid, s in result["scenarios"].items():
-        if s["status"] == "skipped":
-            skipped.setdefault(s["b"]["figure"], []).append(sid)
+    margin = " " * (SIDE_INDENT - 2)
+    for row in comparison_rows(result):
+        if row["status"] == "skipped":
+            skipped.setdefault(row["figure_b"], []).append(row["scenario"])
             continue
-        a, b = s["a"] or {}, s["b"] or {}
-        status = s["status"] + (f" ({', '.join(s['why'])})" if s["status"] == "not comparable" else "")
-        lines += _comparison_row(sid, a.get("verdict"), b.get("verdict"), status, s["figures"])
-        if a.get("figure") == b.get("figure"):
-            lines += _wrap(f"{' ' * (SIDE_INDENT - 2)}A, B: {a.get('figure', '')}", indent=SIDE_INDENT + 6)
+        verdicts = f"{str(row['a'] or 'absent').upper()} → {str(row['b'] or 'absent').upper()}"
+        word = "WORSE" if row["status"] == "worse" else row["status"]
+        lines += _wrap(f"{row['scenario']:<7} {verdicts:<{VERDICTS_WIDTH}} {word}"
+                       + (": " + "; ".join(row["moved"]) if row["moved"] else ""), indent=SIDE_INDENT)
+        if row["scenario"] == "run":
+            continue
+        if row["figure_a"] == row["figure_b"]:
+            lines += _wrap(f"{margin}A, B: {row['figure_a'] or ''}", indent=SIDE_INDENT + 6)
         else:
-            for side, got in (("A", a), ("B", b)):
-                if got:
-                    lines += _wrap(f"{' ' * (SIDE_INDENT - 2)}{side}: {got.get('figure', '')}", indent=SIDE_INDENT + 3)
+            for side in ("a", "b"):
+                if row[side] is not None:
+                    lines += _wrap(f"{margin}{side.upper()}: {row['figure_' + side] or ''}", indent=SIDE_INDENT + 3)
     for figure, ids in skipped.items():
         lines += _wrap(f"{'SKIPPED in both':<{VERDICTS_WIDTH + 8}} {', '.join(ids)}: {figure}", indent=SIDE_INDENT)
     if result["regressions"]:
@@ -173,32 +201,40 @@ def comparison_lines(result: dict, path_a: str | None = None, path_b: str | None
             regressed.setdefault(r["scenario"], []).append(r["what"])
         lines += _wrap("regressions: " + "; ".join(f"{sid} ({', '.join(what)})" for sid, what in regressed.items()),
                        indent=4)
-        lines.append(f"  RESULT WORSE: B is worse than A in {', '.join(regressed)} (exit code {result['exit_code']})")
-    else:
-        lines.append(f"  RESULT SAME OR BETTER: B is nowhere worse than A beyond the tolerance "
-                     f"(exit code {result['exit_code']})")
+    lines.append("  " + comparison_outcome(result))
     return lines
+
+
+def comparison_view(comparison: dict | None) -> dict | None:
+    """The HTML report's ``comparison`` (the report's ``comparison``, as its rows): None without
+    ``--compare-to``; ``{"against", "error"}`` when the earlier report could not be read."""
+    if not comparison:
+        return None
+    if "error" in comparison:
+        return {"against": comparison.get("against"), "error": comparison["error"]}
+    return {"against": comparison.get("against"), "a": comparison["a"], "b": comparison["b"],
+            "tolerance_pct": comparison["tolerance_pct"], "verdict": comparison["verdict"],
+            "settings_differ": settings_differ_text(comparison), "rows": comparison_rows(comparison),
+            "outcome": comparison_outcome(comparison)}
 
 
 def _setting(value) -> str:
     return "–" if value is None else ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-def _comparison_row(sid: str, was: str | None, now: str | None, status: str, figures: list) -> list[str]:
-    verdicts = f"{str(was or 'absent').upper()} → {str(now or 'absent').upper()}"
-    moved = [_figure_change(f) for f in figures if f["status"] in ("worse", "better", "within tolerance")]
-    word = STATUS_WORDS.get(status, status)
-    return _wrap(f"{sid:<7} {verdicts:<{VERDICTS_WIDTH}} {word}" + (": " + "; ".join(moved) if moved else ""), indent=SIDE_INDENT)
+def _moved(figures: list) -> list[str]:
+    return [_figure_change(f) for f in figures if f["status"] in ("worse", "better", "within tolerance")]
 
 
 def _figure_change(f: dict) -> str:
-    """"p99 10 → 80 ms (+70, +700 %) WORSE": a figure that moved; only a gating one is called WORSE."""
+    """"p99 10 → 80 ms (+70, +700 %) WORSE": a figure that moved; only a gating one is called WORSE (or
+    better, or within tolerance)."""
     unit = f" {f['unit']}" if f["unit"] else ""
     said = [("+" if f["change"] > 0 else "-") + format_number(abs(f["change"]))]
     if f["change_pct"] is not None:
         pct = f["change_pct"]
         said.append(f"{pct:+.1f} %" if abs(pct) < 10 else f"{pct:+,.0f} %")
-    if f["status"] != "worse":
+    if f["gates"] and f["status"] != "worse":
         said.append(f["status"])
     mark = " WORSE" if f["status"] == "worse" and f["gates"] else ""
     return f"{f['name']} {format_number(f['a'])} → {format_number(f['b'])}{unit} ({', '.join(said)}){mark}"
