@@ -149,6 +149,11 @@ def add_stress_arguments(g) -> None:
     g.add_argument("--report-csv", default="{run_dir}",
                    help="directory of the run's CSV files: series.csv (per second: writes, deliveries, latency "
                         "percentiles) and subscriptions.csv (one row per subscription); empty = none")
+    g.add_argument("--compare-to", default="",
+                   help="an earlier run's directory or verdict JSON: the JSON report gets `comparison` (that run "
+                        "as A, this one as B, tolerance 10 percent) and the HTML report shows it, regressions marked. "
+                        "It does not change this run's verdict or exit code: `python3 -m loadtest compare A B` "
+                        "is what gates; empty = none")
     g.add_argument("--live-verify-interval", type=float, default=2.0,
                    help="seconds between provisional verifications during the run (web view, progress line); "
                         "0 = off")
@@ -166,7 +171,7 @@ GROUPS = {
                  "--slow-listeners", "--slow-pause", "--slow-every", "--slow-rcvbuf"),
     "verification": ("--latency-from", "--latency-threshold-ms", "--latency-quantile", "--min-high-frequency",
                      "--accept-known", "--live-verify-interval", "--progress-interval"),
-    "reports": ("--reports-dir", "--report-json", "--report-html", "--report-junit", "--report-csv"),
+    "reports": ("--reports-dir", "--report-json", "--report-html", "--report-junit", "--report-csv", "--compare-to"),
     "server": ("--kalamdb-bin", "--standin-config", "--standin-fault", "--server-log"),
     "stress (S1-S10, SC-057)": (
         "--stress", "--readers", "--reader-rate", "--monitor-interval", "--warmup", "--baseline-window",

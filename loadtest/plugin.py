@@ -36,7 +36,7 @@ from .run.provision import SetupError
 from .run.run import AdminCredentials, Run
 from .verdict.files import series_or_empty, write_files, write_json
 from .verdict.paths import ReportPaths, report_paths, start_run_dir
-from .verdict.report import print_verdict
+from .verdict.report import print_verdict, with_comparison
 from .verdict.verify import verify
 from .view import web
 from .view.observer import Observer
@@ -186,7 +186,10 @@ class LoadTest:
     def conclude(self, run, record) -> dict:
         """Record → verdict → files → view: each step takes what the one before returned."""
         o, paths = record.options, self.paths
-        report = self.report = verify(record)
+        report = verify(record)
+        if getattr(o, "compare_to", ""):
+            report = with_comparison(report, o.compare_to)
+        self.report = report
         write_json(report, paths.json)
         series, hist = series_or_empty(record)
         obs = self.observer if self.observer is not None and self.observer.run is run else None

@@ -195,6 +195,31 @@
       "<th>Threshold</th></tr></thead><tbody>" + (rows || "<tr><td colspan=5>no verdict yet</td></tr>") + "</tbody></table>";
   };
 
+  /* --compare-to: the comparison's rows (loadtest/verdict/report.py comparison_view), a regressed row marked
+   * WORSE; or why there is no comparison. */
+  LT.comparisonTable = function (el, cmp) {
+    if (cmp.error) {
+      el.innerHTML = "<p class='bad' id='comparison-error'>no comparison with " + esc(cmp.against) + ": " +
+        esc(cmp.error) + "</p>";
+      return;
+    }
+    var head = "<p id='comparison-outcome'><b>" + esc(cmp.outcome) + "</b></p><p class='muted'>A: run " +
+      esc(cmp.a.run_id) + " (" + esc(cmp.a.verdict) + ") from " + esc(cmp.against) + " · B: this run · tolerance " +
+      esc(cmp.tolerance_pct) + " %" + (cmp.settings_differ ? " · settings differ: " + esc(cmp.settings_differ) : "") + "</p>";
+    var rows = (cmp.rows || []).map(function (r) {
+      var verdicts = "<span class='badge' style='background:" + (COLORS[r.a] || "#333") + "'>" + esc(r.a || "absent") +
+        "</span> → <span class='badge' style='background:" + (COLORS[r.b] || "#333") + "'>" + esc(r.b || "absent") + "</span>";
+      var figures = r.figure_a === r.figure_b ? esc(r.figure_a) :
+        "A: " + esc(r.figure_a) + "<br>B: " + esc(r.figure_b);
+      return "<tr data-scenario='" + esc(r.scenario) + "' data-status='" + esc(r.status) + "'" +
+        (r.regressed ? " class='bad'" : "") + "><td class='sid'>" + esc(r.scenario) + "</td><td class='verdicts'>" + verdicts +
+        "</td><td class='status'>" + (r.regressed ? "<b>WORSE</b>" : esc(r.status)) + "</td><td class='moved'>" +
+        r.moved.map(esc).join("<br>") + "</td><td class='fig'>" + (r.scenario === "run" ? "" : figures) + "</td></tr>";
+    }).join("");
+    el.innerHTML = head + "<table class='lt'><thead><tr><th>Scenario</th><th>Verdict A → B</th><th>Change</th>" +
+      "<th>Figures that moved</th><th>Figure</th></tr></thead><tbody>" + rows + "</tbody></table>";
+  };
+
   LT.listenerTable = function (el, listeners) {
     var rows = (listeners || []).map(function (x) {
       var bad = (x.lost || 0) + (x.duplicated || 0) + (x.out_of_order || 0);

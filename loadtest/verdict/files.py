@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 from .paths import CSV_FILES
 from .display import MB, listeners_from_report, monitor_series, run_marks, run_monitor, run_settings, stress_overlay
+from .report import comparison_view
 from .timeseries import TimeSeries
 
 STATIC = Path(__file__).resolve().parent.parent / "static"   # shared with the live view
@@ -163,6 +164,7 @@ def write_files(run, report: dict, series: dict, hist: dict, sampled: dict | Non
                     "marks": run_marks(run, report), "stress": stress_overlay(report),
                     "settings": run_settings(run),
                     "listeners": listeners_from_report(report, getattr(o, "latency_from", "sent")),
+                    "comparison": comparison_view(report.get("comparison")),
                     "generated_at": time.time()}
             _write(html_path, html_report(data))
             log.info("HTML report written to %s", html_path)
@@ -242,7 +244,7 @@ _BODY = """
 <h2>Scenarios</h2>
 <div id="verdicts"></div>
 <ul class="notes" id="notes"></ul>
-<h2>Plots</h2>
+{comparison}<h2>Plots</h2>
 <div class="charts">
   <div class="chart" id="chart-latency"></div>
   <div class="chart" id="chart-histogram"></div>
@@ -261,6 +263,11 @@ _BODY = """
 <p class="muted">Charts: uPlot """ + UPLOT_VERSION + """ (MIT licence, Leon Sorokin), inlined.</p>
 """
 
+# only in a report of a run with --compare-to
+_COMPARISON = """<h2 id="comparison-title">Compared with an earlier run</h2>
+<div id="comparison"></div>
+"""
+
 _SCRIPT = """
 (function () {
   "use strict";
@@ -274,6 +281,7 @@ _SCRIPT = """
     " workload · " + (run.host || "") + " · " + (run.started_at ? new Date(run.started_at * 1000).toISOString() : "");
   var scen = Object.keys(R.scenarios || {}).map(function (k) { var s = R.scenarios[k]; s.id = s.id || k; return s; });
   LT.verdictTable(document.getElementById("verdicts"), scen, false);
+  if (D.comparison) LT.comparisonTable(document.getElementById("comparison"), D.comparison);
   document.getElementById("notes").innerHTML = (R.notes || []).map(function (n) { return "<li>" + LT.esc(n) + "</li>"; }).join("");
   var thr = (D.settings || {}).latency_threshold_ms, from = (D.settings || {}).latency_from;
   LT.latency(document.getElementById("chart-latency"), D.series, thr, from, D.marks);
@@ -324,8 +332,9 @@ def html_report(data: dict) -> str:
     payload = json.dumps(json_safe(data), default=str, allow_nan=False).replace("</", "<\\/")
     summary = (data.get("report") or {}).get("summary") or {}
     title = f"KalamDB live-query verification: {str(summary.get('verdict', '?')).upper()}"
+    body = _BODY.replace("{comparison}", _COMPARISON if data.get("comparison") else "")
     return ("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-            f"<title>{title}</title>\n<style>{css}\n{_CSS}</style>\n</head>\n<body>\n{_BODY}\n"
+            f"<title>{title}</title>\n<style>{css}\n{_CSS}</style>\n</head>\n<body>\n{body}\n"
             f"<script type=\"application/json\" id=\"lt-data\">{payload}</script>\n"
             f"<script>{_inline_js(uplot)}</script>\n<script>{_inline_js(charts)}</script>\n"
             f"<script>{_SCRIPT}</script>\n</body>\n</html>\n")
