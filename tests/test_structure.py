@@ -152,3 +152,15 @@ def test_python_m_loadtest_help_lists_every_option_once_in_its_group():
     bad = subprocess.run([sys.executable, "-m", "loadtest", "run"], cwd=REPO, capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and "try --help" in bad.stderr
+
+
+def test_the_options_reference_is_the_parsers_own_output():
+    # docs/options.md cannot go stale: it is `python3 -m loadtest options`, and this fails when they differ
+    p = subprocess.run([sys.executable, "-m", "loadtest", "options"], cwd=REPO, capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    doc = (REPO / "docs" / "options.md").read_text()
+    assert p.stdout == doc, "docs/options.md is stale: run `python3 -m loadtest options > docs/options.md`"
+    from loadtest.options import GROUPS
+    flags = [f for fs in GROUPS.values() for f in fs]
+    assert sorted(line.split("`")[1] for line in doc.splitlines() if line.startswith("| `")) == sorted(flags)
