@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -63,6 +64,7 @@ class LoadTest:
         self.clock_offset = 0.0       # test hook (loadtest.distributed.hooks)
         self.unprinted: dict | None = None   # a headless run's report, printed at Locust's quit
         self.paths: ReportPaths | None = None   # the current run's files (loadtest.verdict.paths)
+        self.compare_to = ""   # --compare-to as it was when the run started (reports/latest: the run before)
 
     @property
     def is_worker(self) -> bool:
@@ -148,7 +150,10 @@ class LoadTest:
         run = self.run = self.new_run()
         # its directory, and reports/latest pointing at it, before anything can fail: a failed set-up
         # writes its report there, and no earlier run's files look like the newest
-        self.paths = report_paths(self.env.parsed_options, run.id)
+        o = self.env.parsed_options
+        # --compare-to reports/latest means the run before this one: resolved before latest moves to this one
+        self.compare_to = os.path.realpath(o.compare_to) if getattr(o, "compare_to", "") else ""
+        self.paths = report_paths(o, run.id)
         start_run_dir(self.paths)
         managed = self.server is not None and self.env.host.rstrip("/") == self.server.url.rstrip("/")
         if managed:
@@ -187,8 +192,8 @@ class LoadTest:
         """Record → verdict → files → view: each step takes what the one before returned."""
         o, paths = record.options, self.paths
         report = verify(record)
-        if getattr(o, "compare_to", ""):
-            report = with_comparison(report, o.compare_to)
+        if self.compare_to:
+            report = with_comparison(report, self.compare_to)
         self.report = report
         write_json(report, paths.json)
         series, hist = series_or_empty(record)

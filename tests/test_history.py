@@ -36,10 +36,15 @@ def test_each_run_writes_its_files_into_its_own_directory_and_latest_moves_to_th
     assert [r["key"] for r in subs] == [s["key"] for s in first.report["subscriptions"]]
     assert [int(r["lost"]) for r in subs] == [s["lost"] for s in first.report["subscriptions"]]
 
-    second = run_locust(tmp_path, "--workload", "shared", run_time="3s", history=True)
+    # --compare-to reports/latest: the run before this one (latest moves to the new run when it starts)
+    second = run_locust(tmp_path, "--workload", "shared", "--compare-to", str(reports / "latest"), run_time="3s",
+                        history=True)
     assert second.report is not None, second.output[-3000:]
     run2 = second.report["run"]["run_id"]
     assert run2 != run1 and os.readlink(reports / "latest") == run2
+    comparison = second.report["comparison"]
+    assert (comparison["a"]["run_id"], comparison["b"]["run_id"]) == (run1, run2), comparison.get("error")
+    assert comparison["against"] == str(reports / run1)
     assert json.loads((reports / run1 / "verdict.json").read_text())["run"]["run_id"] == run1   # kept as it was
 
 
