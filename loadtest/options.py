@@ -150,7 +150,8 @@ def add_stress_arguments(g) -> None:
                    help="directory of the run's CSV files: series.csv (per second: writes, deliveries, latency "
                         "percentiles) and subscriptions.csv (one row per subscription); empty = none")
     g.add_argument("--compare-to", default="",
-                   help="an earlier run's directory or verdict JSON: the JSON report gets `comparison` (that run "
+                   help="an earlier run's directory or verdict JSON (reports/latest: the run before this one): the "
+                        "JSON report gets `comparison` (that run "
                         "as A, this one as B, tolerance 10 percent) and the HTML report shows it, regressions marked. "
                         "It does not change this run's verdict or exit code: `python3 -m loadtest compare A B` "
                         "is what gates; empty = none")
