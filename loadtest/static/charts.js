@@ -174,7 +174,7 @@
     var s = series || {}, n = listeners > 0 ? listeners : 1;
     var title = "Writes and deliveries per listener per second (deliveries ÷ " + n + " listener" +
       (n === 1 ? "" : "s") + ")";
-    if (!(s.t || []).length) return noData("throughput", el, title, "no write sent yet");
+    if (!(s.t || []).length) return noData("throughput", el, title, "no write sent");
     var all = s.deliveries || [];
     var perListener = all.map(function (v) { return missing(v) ? null : v / n; });
     var rate = legendValue(fixed(0, "/s"));
@@ -298,7 +298,7 @@
   LT.histogram = function (el, hist) {
     var h = hist || {};
     var edges = h.edges_ms || [], counts = h.counts || [], thr = h.threshold_ms;
-    var above = missing(thr) ? "" : ", " + share(h.above, h.count) + " above " + thr + " ms";
+    var above = missing(thr) || !h.count ? "" : ", " + share(h.above, h.count) + " above " + thr + " ms";
     var title = "Delivery latency histogram: " + thousands(h.count || 0) + " samples" + above +
       (h.negative ? ", " + thousands(h.negative) + " negative not shown" : "");
     ["data-threshold-ms", "data-threshold-place", "data-above"].forEach(function (a) { el.removeAttribute(a); });
