@@ -497,6 +497,9 @@ def test_time_series_from_a_ledger_and_a_log():
     ts.add_log(lg, led)               # incremental: nothing new, nothing counted twice
     assert ts.columns()["deliveries"] == [2, 2, 2, 2, 2]
     assert ts.histogram()["count"] == 10
+    # the samples above SC-054's threshold, exactly (every one took 4 ms)
+    assert [ts.histogram(threshold_ms=t)["above"] for t in (3.0, 50.0)] == [10, 0]
+    assert "above" not in ts.histogram()
 
 
 def test_time_series_parts_add_up_to_the_whole_and_shift_moves_the_clock():
