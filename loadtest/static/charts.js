@@ -280,6 +280,7 @@
     });
     return out;
   }
+  function round2(ms) { return String(Number(ms.toPrecision(2))); }   // 2 significant digits, never 1.2e+3
   function msLabel(v) { return v >= 1000 ? String(v / 1000) + " s" : String(v); }
   /* The histogram's x is the bin number (bars of equal width on log-spaced bins); at(ms) is where a
    * latency falls on it: bin i spans [i - 0.5, i + 0.5]. */
@@ -324,7 +325,7 @@
                    if (idx === null || idx === undefined) {
                      return "p50 " + num(u._lt.summary.p50, 1) + " ms, p99 " + num(u._lt.summary.p99, 1) + " ms";
                    }
-                   return e[idx].toPrecision(2) + "–" + e[idx + 1].toPrecision(2) + " ms";
+                   return round2(e[idx]) + "–" + round2(e[idx + 1]) + " ms";
                  } },
                { label: "arrivals", stroke: "#1e88e5", fill: "rgba(30,136,229,0.35)",
                  paths: uPlot.paths.bars({ size: [0.9, 60] }), points: { show: false },

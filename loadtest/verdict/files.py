@@ -239,10 +239,14 @@ _SCRIPT = """
   LT.verdictTable(document.getElementById("verdicts"), scen, false);
   document.getElementById("notes").innerHTML = (R.notes || []).map(function (n) { return "<li>" + LT.esc(n) + "</li>"; }).join("");
   var thr = (D.settings || {}).latency_threshold_ms, from = (D.settings || {}).latency_from;
-  LT.latency(document.getElementById("chart-latency"), D.series, thr, from, D.marks);
-  LT.histogram(document.getElementById("chart-histogram"), D.histogram);
-  LT.throughput(document.getElementById("chart-throughput"), D.series, D.marks, (D.settings || {}).listeners);
-  LT.server(document.getElementById("chart-server"), D.server, D.marks, D.stress);
+  // a chart that cannot be drawn says so in its place and costs the rest of the report nothing
+  [["latency", function (el) { LT.latency(el, D.series, thr, from, D.marks); }],
+   ["histogram", function (el) { LT.histogram(el, D.histogram); }],
+   ["throughput", function (el) { LT.throughput(el, D.series, D.marks, (D.settings || {}).listeners); }],
+   ["server", function (el) { LT.server(el, D.server, D.marks, D.stress); }]].forEach(function (chart) {
+    var el = document.getElementById("chart-" + chart[0]);
+    try { chart[1](el); } catch (e) { el.textContent = "could not draw this chart: " + e; }
+  });
   if (D.stress) {
     var st = D.stress, txt = [];
     if (st.baseline_mb) txt.push("baseline " + st.baseline_mb.toFixed(1) + " MB (" + (st.growth_id || "") + ")");
