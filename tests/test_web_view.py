@@ -8,6 +8,7 @@ take well under two minutes.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -17,6 +18,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
@@ -43,8 +45,71 @@ BLUE = (30, 136, 229)       # p50, deliveries/s, histogram bars (charts.js)
 BROWN = (109, 76, 65)       # server RSS
 
 
+RED = (198, 40, 40)         # the histogram's threshold marker
+
+
 def coloured(drv, selector, rgb, tol=40) -> int:
     return drv.execute_script(_COLOURED_JS, selector, *rgb, tol)
+
+
+def text_of(drv, selector: str) -> str:
+    from selenium.webdriver.common.by import By
+    return drv.find_element(By.CSS_SELECTOR, selector).text
+
+
+def clock(epoch: float) -> str:
+    """HH:MM:SS as the page shows it (the browser runs in this process's time zone)."""
+    return time.strftime("%H:%M:%S", time.localtime(epoch))
+
+
+def fixed(x: float, digits: int) -> str:
+    """JavaScript's x.toFixed(digits): the float's exact value, a tie rounded away from zero."""
+    return str(Decimal(x).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+
+def share_text(part: int, whole: int) -> str:
+    """The report's share of samples: "0 %", "< 0.1 %", "1.3 %"."""
+    if not part:
+        return "0 %"
+    p = 100 * part / whole
+    return "< 0.1 %" if p < 0.1 else f"{fixed(p, 1)} %"
+
+
+def report_data(html: Path) -> dict:
+    """What the HTML report draws from: its inlined JSON."""
+    text = html.read_text(encoding="utf-8")
+    start = text.index('id="lt-data">') + len('id="lt-data">')
+    return json.loads(text[start:text.index("</script>", start)].replace("<\\/", "</"))
+
+
+# the column of a canvas with the most pixels near a colour: where a vertical marker stands
+_COLUMN_JS = """
+const u = LT.charts[arguments[0]], c = u.ctx.canvas, [r, g, b] = [arguments[1], arguments[2], arguments[3]];
+const d = u.ctx.getImageData(0, 0, c.width, c.height).data, cols = {};
+for (let i = 0; i < d.length; i += 4) {
+  if (d[i + 3] > 200 && Math.abs(d[i] - r) < 30 && Math.abs(d[i + 1] - g) < 30 && Math.abs(d[i + 2] - b) < 30) {
+    const x = (i / 4) % c.width; cols[x] = (cols[x] || 0) + 1;
+  }
+}
+let best = -1, n = 0;
+for (const x in cols) if (cols[x] > n) { n = cols[x]; best = Number(x); }
+return {x: best, n: n, left: u.bbox.left, width: u.bbox.width, height: u.bbox.height};
+"""
+
+# a table as the person sees it: header texts and each row's cells by column
+_TABLE_JS = """
+const t = document.querySelector(arguments[0]);
+return {head: [...t.querySelectorAll('thead th')].map(th => th.textContent),
+        rows: [...t.querySelectorAll('tbody tr')].map(tr => Object.fromEntries(
+          [...tr.querySelectorAll('td[data-col]')].map(td => [td.dataset.col, td.textContent])))};
+"""
+PROVISIONAL_HEADERS = ["Listener", "Expected so far", "Received", "Pending", "Lost", "Duplicated", "Out of order",
+                       "p50 ms", "p95 ms", "p99 ms"]
+FINAL_HEADERS = ["Listener", "Expected", "Received", "Lost", "Duplicated", "Out of order", "p50 ms", "p95 ms",
+                 "p99 ms"]
+NO_SERVER = ("No data: no server samples: the server is not on this machine (or not started by this load test) "
+             "and there is no stress monitor (--stress)")
+NO_ARRIVAL = "No data: no latency samples: no change has arrived"
 
 
 def free_port() -> int:
@@ -112,6 +177,24 @@ def test_live_verification_view_in_the_web_ui(tmp_path):
 
             st = wait_for(live, 40, "live verdicts and charts while writing")
             assert st["listeners"] == 3
+            # the phase with the time left, from the run's start and its run time (locust.conf: 60 s),
+            # counted on between the polls: at most a tick (and the floor to a whole second) behind
+            phase = drv.find_element(By.ID, "phase").text
+            since_start = time.time() - drv.execute_script("return LT_STATE.clock.started_at")
+            got = re.fullmatch(r"writing: (\d+) s of 60 s, (\d+) s left", phase)
+            assert got, phase
+            assert int(got.group(1)) + int(got.group(2)) == 60
+            assert -0.5 <= since_start - int(got.group(1)) <= 1.9, (phase, since_start)
+            # provisional: what arrived beyond the writes up to the cutoff is Pending, not more Received
+            # than Expected
+            table = drv.execute_script(_TABLE_JS, "#listeners table")
+            assert table["head"] == PROVISIONAL_HEADERS
+            assert len(table["rows"]) == 3
+            for row in table["rows"]:
+                assert int(row["received"]) == int(row["expected"]) - int(row["lost"]) + int(row["duplicated"]), row
+                assert int(row["pending"]) >= 0, row
+            assert drv.find_element(By.ID, "listeners-note").text.startswith(
+                "Provisional: Expected counts the writes sent up to ")
             first = st["deliveries"]
             rows = drv.find_elements(By.CSS_SELECTOR, "#verdicts tr[data-scenario]")
             ids = {r.get_attribute("data-scenario") for r in rows}
@@ -134,6 +217,14 @@ def test_live_verification_view_in_the_web_ui(tmp_path):
             drv.get(base + "/?tab=verification")
             wait_for(lambda: "L1 inserts" in drv.find_element(By.TAG_NAME, "body").text, 15,
                      "the Verification tab in Locust's UI")
+            # ... whose "Charts" cells link to the view: one a row (the run's and each scenario's)
+            rows = 1 + len(get_json(f"{base}/verification/data.json")["scenarios"])
+            links = wait_for(lambda: (lambda a: a if len(a) == rows else None)(
+                drv.find_elements(By.CSS_SELECTOR, "a.lt-view-link[href='/verification']")), 10,
+                f"{rows} links to the view in the Charts column")
+            assert links[0].text == "/verification" and links[0].get_attribute("href") == base + "/verification"
+            assert re.search(r"^run writing writing: \d+ s of 60 s, \d+ s left /verification$",
+                             drv.find_element(By.TAG_NAME, "body").text, re.M)
             # ... and its "Download Data" tab links to the view
             tab = drv.find_element(By.XPATH, "//button[contains(translate(., 'abcdefghijklmnopqrstuvwxyz', "
                                              "'ABCDEFGHIJKLMNOPQRSTUVWXYZ'), 'DOWNLOAD DATA')]")
@@ -154,6 +245,8 @@ def test_live_verification_view_in_the_web_ui(tmp_path):
             wait_for(lambda: drv.execute_script("return window.LT_STATE && LT_STATE.phase") == "done", 10,
                      "the final view")
             assert "(provisional)" not in drv.find_element(By.ID, "verdicts").text
+            assert drv.execute_script(_TABLE_JS, "#listeners table")["head"] == FINAL_HEADERS
+            assert drv.find_element(By.ID, "listeners-note").text == ""
             drv.save_screenshot(str(tmp_path / "verification-final.png"))
         assert (tmp_path / "report.html").exists() and (tmp_path / "junit.xml").exists()
         assert (tmp_path / "verification-view.png").stat().st_size > 10_000
@@ -209,6 +302,132 @@ def test_html_report_shows_the_failing_scenario_and_plots(fault_run):
         assert drv.find_elements(By.CSS_SELECTOR, "#listeners tr.bad")   # some listener lost changes
         assert "write_rate" in drv.find_element(By.ID, "settings").text
         drv.save_screenshot(str(tmp / "report.png"))
+
+
+def test_html_report_reads_without_hovering(fault_run):
+    """What a person reads off the report's top and its charts, without moving the mouse."""
+    require_chromium()
+    res, html, _junit, tmp = fault_run
+    data = report_data(html)
+    run, figures, hist, series = res.report["run"], res.report["figures"], data["histogram"], data["series"]
+    with chromium(tmp) as drv:
+        from selenium.webdriver.common.by import By
+
+        drv.get(html.as_uri())
+        wait_for(lambda: drv.execute_script("return window.LT_REPORT_READY === true"), 15, "the report's script")
+
+        # clock times, not epoch floats: the subtitle's span of the run, the settings
+        assert f" {clock(run['started_at'])} – {clock(run['finished_at'])} (UTC" in text_of(drv, "#subtitle")
+        settings = {tr.find_element(By.TAG_NAME, "th").text: tr.find_element(By.TAG_NAME, "td").text
+                    for tr in drv.find_elements(By.CSS_SELECTOR, "#settings > table > tbody > tr")}
+        assert settings["started_at"] == clock(run["started_at"])
+        assert settings["writing_stopped_at"] == clock(run["writing_stopped_at"])
+
+        # the run-health line, from figures.generator and the writes' outcomes
+        gen = figures["generator"]
+        sent = sum(n for kinds in figures["writes"].values() for outcomes in kinds.values() for n in outcomes.values())
+        rejected = sum(o["rejected"] for kinds in figures["writes"].values() for o in kinds.values())
+        assert text_of(drv, "#health-line") == (
+            f"Run health: load generator: event-loop lag p95 {fixed(gen['loop_lag_p95_ms'], 1)} ms (max "
+            f"{fixed(gen['loop_lag_max_ms'], 1)} ms), CPU {fixed(round(100 * gen['cpu_fraction'], 1), 0)} % of a core"
+            f" · rejected writes: {rejected:,} of {sent:,} · unexpected disconnects: 0 · outages: none · "
+            f"reconnects: 0 forced, 0 resumed")
+
+        # the histogram: SC-054's threshold marked, the share above it in the title, round ticks
+        thr = data["settings"]["latency_threshold_ms"]
+        assert hist["threshold_ms"] == thr == 50.0 and hist["count"] == figures["latency_ms"]["sent"]["count"]
+        # the same samples as SC-054's (the histogram counts to its 0.2 % buckets)
+        outside = hist["count"] - figures["latency_ms"]["sent"]["within"]
+        assert abs(hist["above"] - outside) <= max(2, hist["count"] // 100), (hist["above"], outside)
+        assert text_of(drv, "#chart-histogram .u-title") == (f"Delivery latency histogram: {hist['count']:,} samples, "
+                                                     f"{share_text(hist['above'], hist['count'])} above 50 ms")
+        lo, hi = hist["edges_ms"][0], hist["edges_ms"][-1]
+        place = "right edge" if thr > hi else "left edge" if thr < lo else "inside"
+        el = drv.find_element(By.ID, "chart-histogram")
+        assert (el.get_attribute("data-threshold-ms"), el.get_attribute("data-threshold-place"),
+                el.get_attribute("data-above")) == ("50", place, str(hist["above"]))
+        marker = drv.execute_script(_COLUMN_JS, "histogram", *RED)
+        where = min(1.0, max(0.0, (math.log10(thr) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))))
+        assert abs(marker["x"] - (marker["left"] + where * marker["width"])) <= 2, (marker, where)
+        assert marker["n"] >= 0.9 * marker["height"], marker      # a solid line over the whole plot
+        round_125 = [float(f"{m * 10.0 ** k:.2g}") for k in range(-3, 5) for m in (1, 2, 5)]
+        ticks = drv.execute_script("return LT.charts.histogram._lt.tickLabels")
+        assert ticks == [f"{v:g}" for v in round_125 if lo <= v <= hi] and len(ticks) >= 3, (ticks, lo, hi)
+
+        # writes and deliveries per listener on one scale; the legend keeps the total
+        assert text_of(drv, "#chart-throughput .u-title") == \
+            "Writes and deliveries per listener per second (deliveries ÷ 6 listeners)"
+        assert drv.execute_script("return LT.charts.throughput.series.map(s => s.scale)") == ["x", "y", "y", "y"]
+        legend = {name: [v.text for v in drv.find_elements(By.CSS_SELECTOR, f"#chart-{name} .u-legend .u-value")]
+                  for name in CHARTS}
+        last = series["deliveries"][-1]
+        assert legend["throughput"][3] == f"{fixed(last / 6, 1)}/s (all: {last:,}/s)"
+        # a value in every legend, not "--": the last one, and the clock time of the last second
+        assert all(v and v != "--" for values in legend.values() for v in values), legend
+        for name in ("latency", "throughput", "server"):
+            assert legend[name][0] == clock(drv.execute_script(f"return LT.charts.{name}.data[0].at(-1)")), name
+        assert legend["histogram"] == [f"p50 {fixed(hist['summary']['p50'], 1)} ms, p99 "
+                                       f"{fixed(hist['summary']['p99'], 1)} ms", f"{hist['count']:,} in all"]
+
+        # memory from 0, its growth over the first sample in the title and the legend
+        rss = [x for x in data["server"]["rss_mb"] if x is not None]
+        growth = 100 * (rss[-1] - rss[0]) / rss[0]
+        over = f"{'+' if growth >= 0 else '−'}{fixed(abs(growth), 1)} % over baseline"
+        assert text_of(drv, "#chart-server .u-title") == (f"Server memory and CPU (psutil): {fixed(rss[-1], 1)} MB, {over} "
+                                                  f"(the first sample, {fixed(rss[0], 1)} MB)")
+        assert legend["server"][1] == f"{fixed(rss[-1], 1)} MB ({over})"
+        assert drv.execute_script("return LT.charts.server.scales.mb.min") == 0
+
+        # figures, settings and details as tables: no {...} anywhere
+        for part in ("figures", "settings", "details"):
+            assert "{" not in drv.execute_script(f"return document.getElementById('{part}').textContent"), part
+        assert drv.find_elements(By.CSS_SELECTOR, "#figures table.grid")      # writes, latency: grids
+        assert drv.find_elements(By.CSS_SELECTOR, "#details details[data-scenario='L1'] table.kv")
+        drv.save_screenshot(str(tmp / "report-top.png"))
+
+
+def test_html_report_says_why_a_chart_is_empty_and_names_the_outage(fault_run, tmp_path):
+    """The report of a run against a server elsewhere that went away (the fault run's report, with
+    what such a run records instead): no empty boxes, the outage on the health line."""
+    require_chromium()
+    from loadtest.verdict.display import run_health
+    from loadtest.verdict.files import html_report
+
+    _res, html, _junit, _tmp = fault_run
+    data = report_data(html)
+    figures = data["report"]["figures"]
+    start = data["report"]["run"]["writing_started_at"] + 2.4
+    figures["outage"] = {"start": start, "seconds": None, "writes_refused": 716, "writes_unknown": 3,
+                         "listeners_disconnected": 6, "reconnects_refused": 41, "counters_unreadable": True,
+                         "stats_unreadable": True}
+    figures["disconnects_unexpected"] = {"1006": 6}
+    data["health"] = run_health(data["report"])
+    data["server"] = {"t": [], "rss_mb": [], "cpu": [], "source": "none"}
+    data["histogram"] = {"edges_ms": [], "counts": [], "negative": 0, "count": 0, "summary": {},
+                         "threshold_ms": 50.0, "above": 0}
+    data["series"] = {k: [] for k in data["series"]}
+    path = tmp_path / "report.html"
+    path.write_text(html_report(data), encoding="utf-8")
+    with chromium(tmp_path) as drv:
+        from selenium.webdriver.common.by import By
+
+        drv.get(path.as_uri())
+        wait_for(lambda: drv.execute_script("return window.LT_REPORT_READY === true"), 15, "the report's script")
+        why = {c: drv.find_element(By.CSS_SELECTOR, f"#chart-{c} .nodata-why").text for c in CHARTS}
+        assert why == {"server": NO_SERVER, "histogram": NO_ARRIVAL, "latency": NO_ARRIVAL,
+                       "throughput": "No data: no write sent"}
+        assert text_of(drv, "#chart-histogram .nodata-title") == "Delivery latency histogram: 0 samples"
+        assert not drv.find_elements(By.CSS_SELECTOR, ".charts canvas")
+        items = {e.get_attribute("data-item"): (e.text, "bad" in e.get_attribute("class"))
+                 for e in drv.find_elements(By.CSS_SELECTOR, "#health-line .health-item")}
+        assert items["outage"] == (f"outages: server unreachable from {clock(start)} until the end of the run "
+                                   f"(716 writes refused, 6 listeners disconnected)", True)
+        assert items["disconnects"] == ("unexpected disconnects: 6 (close code 1006: 6)", True)
+        assert items["reconnects"] == ("reconnects: 0 forced, 0 resumed, 41 refused", True)
+        outage = {tr.find_element(By.TAG_NAME, "th").text: tr.find_element(By.TAG_NAME, "td").text
+                  for tr in drv.find_elements(By.XPATH, "//div[@id='figures']/table/tbody/tr[th='outage']/td/table/tbody/tr")}
+        assert outage["start"] == clock(start) and outage["seconds"] == "–" and outage["writes_refused"] == "716"
+        drv.save_screenshot(str(tmp_path / "report-no-data.png"))
 
 
 def test_junit_xml_has_one_failing_testcase_per_failing_scenario(fault_run):
@@ -278,6 +497,9 @@ def test_time_series_from_a_ledger_and_a_log():
     ts.add_log(lg, led)               # incremental: nothing new, nothing counted twice
     assert ts.columns()["deliveries"] == [2, 2, 2, 2, 2]
     assert ts.histogram()["count"] == 10
+    # the samples above SC-054's threshold, exactly (every one took 4 ms)
+    assert [ts.histogram(threshold_ms=t)["above"] for t in (3.0, 50.0)] == [10, 0]
+    assert "above" not in ts.histogram()
 
 
 def test_time_series_parts_add_up_to_the_whole_and_shift_moves_the_clock():

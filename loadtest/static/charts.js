@@ -1,27 +1,78 @@
 /* Charts and tables of the KalamDB live-query verification (the live view and the HTML report).
  * Needs uPlot (vendored: loadtest/static/uPlot.iife.min.js). No network, no build step.
- * window.LT.points[name] = number of data points drawn by each chart (tests read it). */
+ * For the tests (and anyone reading the page's state): window.LT.points[name] = number of data points
+ * drawn by each chart; LT.charts[name] = its uPlot instance (u._lt: what the chart was drawn from, and
+ * for the histogram u._lt.tickLabels, the x labels drawn); a chart without data is a div.nodata with
+ * the reason; the histogram's element carries data-threshold-ms / -place / data-above. */
 (function () {
   "use strict";
   var LT = { points: {}, charts: {} };
   var COLORS = { pass: "#1b7f3b", fail: "#c62828", inconclusive: "#d07000", skipped: "#757575", warning: "#b8860b" };
+  var RED = "#c62828";
+  // figures whose numbers are epoch seconds: shown as clock times (keys of the report and the settings)
+  var EPOCH_KEY = /(_at|^start|^end|^t|_start|_end|^window)$/;
+  var MAX_ROWS = 20;   // an array in a figures table: the first rows, then how many more
 
   function esc(s) {
     return String(s === null || s === undefined ? "" : s).replace(/[&<>"']/g, function (c) {
       return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
     });
   }
+  function missing(x) { return x === null || x === undefined || x === ""; }
   function num(x, d) {
-    if (x === null || x === undefined || x === "") return "–";
+    if (missing(x)) return "–";
     if (typeof x !== "number") return esc(x);
     return d === undefined ? String(x) : x.toFixed(d);
   }
+  function thousands(n) { return missing(n) ? "–" : Number(n).toLocaleString("en-US"); }
+  function pad2(n) { return (n < 10 ? "0" : "") + n; }
+  /* HH:MM:SS of an epoch (seconds), in the browser's time zone, as the charts' axes are */
+  function clock(epoch) {
+    if (missing(epoch)) return "–";
+    var d = new Date(epoch * 1000);
+    return pad2(d.getHours()) + ":" + pad2(d.getMinutes()) + ":" + pad2(d.getSeconds());
+  }
+  function day(epoch) {
+    var d = new Date(epoch * 1000);
+    return d.getFullYear() + "-" + pad2(d.getMonth() + 1) + "-" + pad2(d.getDate());
+  }
+  function zone(epoch) {
+    var off = -new Date(epoch * 1000).getTimezoneOffset(), a = Math.abs(off);
+    return "UTC" + (off < 0 ? "−" : "+") + pad2(Math.floor(a / 60)) + ":" + pad2(a % 60);
+  }
   function count(arr) {
     var n = 0;
-    for (var i = 0; i < (arr || []).length; i++) if (arr[i] !== null && arr[i] !== undefined) n++;
+    for (var i = 0; i < (arr || []).length; i++) if (!missing(arr[i])) n++;
     return n;
   }
+  function firstIndex(arr) {
+    for (var i = 0; i < (arr || []).length; i++) if (!missing(arr[i])) return i;
+    return -1;
+  }
+  function lastIndex(arr) {
+    for (var i = (arr || []).length - 1; i >= 0; i--) if (!missing(arr[i])) return i;
+    return -1;
+  }
+  function share(part, whole) {
+    if (!whole) return "–";
+    if (!part) return "0 %";
+    var p = 100 * part / whole;
+    return p < 0.1 ? "< 0.1 %" : p.toFixed(1) + " %";
+  }
   function width(el) { return Math.max(320, (el.clientWidth || 800) - 8); }
+
+  /* A legend value that is never "--": under the cursor the value there, elsewhere the series' last
+   * value. fmt(value, u, index) formats a value that is there. */
+  function legendValue(fmt) {
+    return function (u, v, sidx, idx) {
+      var i = idx === null || idx === undefined ? lastIndex(u.data[sidx]) : idx;
+      var x = i < 0 ? null : u.data[sidx][i];
+      return missing(x) ? "–" : fmt(x, u, i);
+    };
+  }
+  function fixed(d, unit) { return function (v) { return v.toFixed(d) + (unit || ""); }; }
+  var TIME_SERIES = { label: "Time", value: legendValue(clock) };
+  var TIME_AXIS = { space: 80, values: function (u, splits) { return splits.map(clock); } };
 
   function vline(u, t, color, label, row) {
     var x = u.valToPos(t, "x", true);
@@ -63,7 +114,9 @@
       u._lt = opts._lt;
       var title = u.root.querySelector(".u-title");
       if (title && opts.title) title.textContent = opts.title;
-      u.setData(data); return u;
+      u.setData(data);
+      u.setLegend({ idx: u.cursor.idx }, false);   // the idle legend's "last value" moved on too
+      return u;
     }
     if (u) u.destroy();
     el.innerHTML = "";
@@ -73,6 +126,15 @@
     u._lt = opts._lt;
     LT.charts[name] = u;
     return u;
+  }
+  /* A chart that has nothing to draw says why, in place of an empty box. */
+  function noData(name, el, title, why) {
+    var u = LT.charts[name];
+    if (u) { u.destroy(); delete LT.charts[name]; }
+    LT.points[name] = 0;
+    el.innerHTML = "<div class='nodata'><div class='nodata-title'>" + esc(title) + "</div><p class='nodata-why'>No data: " +
+      esc(why) + "</p></div>";
+    return null;
   }
   window.addEventListener("resize", function () {
     Object.keys(LT.charts).forEach(function (k) {
@@ -85,41 +147,56 @@
     m.forEach(function (mk, i) { vline(u, mk.t, "#555", mk.name, i % 3); });
   }
 
+  var NO_ARRIVAL = "no latency samples: no change has arrived";
+
   LT.latency = function (el, series, thresholdMs, latencyFrom, marks) {
     var s = series || {};
-    var data = [s.t || [], s.p50 || [], s.p95 || [], s.p99 || []];
+    var title = "Delivery latency per second (ms, from " + (latencyFrom || "sent") + ")";
+    if (!count(s.p50)) return noData("latency", el, title, NO_ARRIVAL);
+    var data = [s.t || [], s.p50 || [], s.p95 || [], s.p99 || []], ms = legendValue(fixed(1, " ms"));
     return plot("latency", el, {
-      title: "Delivery latency per second (ms, from " + (latencyFrom || "sent") + ")",
+      title: title,
       _lt: { marks: marks, threshold: thresholdMs },
       scales: { x: { time: true } },
-      series: [{}, { label: "p50", stroke: "#1e88e5", width: 1.5, spanGaps: false },
-               { label: "p95", stroke: "#f57c00", width: 1.5 }, { label: "p99", stroke: "#c62828", width: 1.5 }],
-      axes: [{}, { label: "ms" }],
+      series: [TIME_SERIES, { label: "p50", stroke: "#1e88e5", width: 1.5, spanGaps: false, value: ms },
+               { label: "p95", stroke: "#f57c00", width: 1.5, value: ms },
+               { label: "p99", stroke: "#c62828", width: 1.5, value: ms }],
+      axes: [TIME_AXIS, { label: "ms" }],
       hooks: { draw: [markHook, function (u) {
         if (u._lt.threshold) hline(u, u._lt.threshold, "y", "#c62828", "threshold " + u._lt.threshold + " ms");
       }] }
     }, data);
   };
 
-  LT.throughput = function (el, series, marks) {
-    var s = series || {};
-    var data = [s.t || [], s.writes_sent || [], s.writes_acked || [], s.deliveries || []];
+  /* Deliveries are writes × listeners: drawn per listener they share the writes' scale and neither
+   * hides the other; the legend keeps the total. */
+  LT.throughput = function (el, series, marks, listeners) {
+    var s = series || {}, n = listeners > 0 ? listeners : 1;
+    var title = "Writes and deliveries per listener per second (deliveries ÷ " + n + " listener" +
+      (n === 1 ? "" : "s") + ")";
+    if (!(s.t || []).length) return noData("throughput", el, title, "no write sent");
+    var all = s.deliveries || [];
+    var perListener = all.map(function (v) { return missing(v) ? null : v / n; });
+    var rate = legendValue(fixed(0, "/s"));
     return plot("throughput", el, {
-      title: "Writes per second vs change deliveries per second",
-      _lt: { marks: marks },
-      scales: { x: { time: true }, w: { auto: true }, d: { auto: true } },
-      series: [{}, { label: "writes sent/s", stroke: "#8e24aa", scale: "w", width: 1 },
-               { label: "writes acked/s", stroke: "#43a047", scale: "w", width: 1.5 },
-               { label: "deliveries/s", stroke: "#1e88e5", scale: "d", width: 1.5 }],
-      axes: [{}, { scale: "w", label: "writes/s" }, { scale: "d", side: 1, label: "deliveries/s", grid: { show: false } }],
+      title: title,
+      _lt: { marks: marks, all: all },
+      scales: { x: { time: true } },
+      series: [TIME_SERIES, { label: "writes sent/s", stroke: "#8e24aa", width: 1, value: rate },
+               { label: "writes acked/s", stroke: "#43a047", width: 1.5, value: rate },
+               { label: "deliveries/s per listener", stroke: "#1e88e5", width: 1.5,
+                 value: legendValue(function (v, u, i) {
+                   return v.toFixed(1) + "/s (all: " + thousands(u._lt.all[i]) + "/s)";
+                 }) }],
+      axes: [TIME_AXIS, { label: "per second" }],
       hooks: { draw: [markHook] }
-    }, data);
+    }, [s.t || [], s.writes_sent || [], s.writes_acked || [], perListener]);
   };
 
   function fitLine(ts, vs, a, b) {
     var n = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
     for (var i = 0; i < ts.length; i++) {
-      if (ts[i] < a || ts[i] > b || vs[i] === null || vs[i] === undefined) continue;
+      if (ts[i] < a || ts[i] > b || missing(vs[i])) continue;
       var x = ts[i] - a; n++; sx += x; sy += vs[i]; sxx += x * x; sxy += x * vs[i];
     }
     if (n < 2 || n * sxx - sx * sx === 0) return null;
@@ -127,25 +204,52 @@
     return ts.map(function (t) { return t >= a && t <= b ? icpt + slope * (t - a) : null; });
   }
 
+  function growth(v, baseline) {
+    if (!baseline) return "";
+    var g = 100 * (v - baseline) / baseline;
+    return (g >= 0 ? "+" : "−") + Math.abs(g).toFixed(1) + " % over baseline";
+  }
+
+  LT.NO_SERVER = "no server samples: the server is not on this machine (or not started by this load test) " +
+    "and there is no stress monitor (--stress)";
+
+  /* Memory from 0, so that 2 MB on 52 MB looks like what it is, and its growth in % over the baseline
+   * (the stress verdicts' when there is one, else the first sample) in the title and the legend. */
   LT.server = function (el, server, marks, stress) {
     var s = server || {};
     var t = s.t || [], rss = s.rss_mb || [], cpu = s.cpu || [];
-    var series = [{}, { label: "server RSS (MB)", stroke: "#6d4c41", scale: "mb", width: 1.5 },
-                  { label: "server CPU (%)", stroke: "#00897b", scale: "pct", width: 1 }];
+    var title = "Server memory and CPU" + (s.source && s.source !== "none" ? " (" + s.source + ")" : "");
+    if (s.source === "none") return noData("server", el, title, LT.NO_SERVER);
+    if (!t.length) return noData("server", el, title, "no server sample yet");
+    var first = rss[firstIndex(rss)];
+    var base = stress && stress.baseline_mb ? { mb: stress.baseline_mb, what: "the stress baseline" } :
+      { mb: first, what: "the first sample" };
+    var last = rss[lastIndex(rss)];
+    if (!missing(last)) {
+      title += ": " + last.toFixed(1) + " MB, " + growth(last, base.mb) +
+        (missing(base.mb) ? "" : " (" + base.what + ", " + base.mb.toFixed(1) + " MB)");
+    }
+    var top = [base.mb || 0, (stress && stress.release && stress.release.band_mb) || 0];
+    var series = [TIME_SERIES, { label: "server RSS", stroke: "#6d4c41", scale: "mb", width: 1.5,
+                                 value: legendValue(function (v, u) { return v.toFixed(1) + " MB (" + growth(v, u._lt.baseline) + ")"; }) },
+                  { label: "server CPU", stroke: "#00897b", scale: "pct", width: 1, value: legendValue(fixed(0, " %")) }];
     var data = [t, rss, cpu];
     if (stress && stress.window) {
       var fit = fitLine(t, rss, stress.window[0], stress.window[1]);
       if (fit) {
-        series.push({ label: "leak fit (steady part)", stroke: "#c62828", scale: "mb", width: 1, dash: [8, 4] });
+        series.push({ label: "leak fit (steady part)", stroke: "#c62828", scale: "mb", width: 1, dash: [8, 4],
+                      value: legendValue(fixed(1, " MB")) });
         data.push(fit);
       }
     }
     return plot("server", el, {
-      title: "Server memory and CPU" + (s.source ? " (" + s.source + ")" : ""),
-      _lt: { marks: marks, stress: stress },
-      scales: { x: { time: true }, mb: { auto: true }, pct: { auto: true } },
+      title: title,
+      _lt: { marks: marks, stress: stress, baseline: base.mb, top: top },
+      scales: { x: { time: true },
+                mb: { range: function (u, lo, hi) { return [0, 1.1 * Math.max(hi || 0, u._lt.top[0], u._lt.top[1]) || 1]; } },
+                pct: { range: function (u, lo, hi) { return [0, Math.max(10, 1.1 * (hi || 0))]; } } },
       series: series,
-      axes: [{}, { scale: "mb", label: "MB" }, { scale: "pct", side: 1, label: "CPU %", grid: { show: false } }],
+      axes: [TIME_AXIS, { scale: "mb", label: "MB" }, { scale: "pct", side: 1, label: "CPU %", grid: { show: false } }],
       hooks: { draw: [markHook, function (u) {
         var st = u._lt.stress;
         if (!st) return;
@@ -161,26 +265,95 @@
     }, data);
   };
 
+  /* Round values (1, 2, 5 × 10^k ms; 1..9 × 10^k on a narrow range) within [lo, hi]. */
+  function roundTicks(lo, hi) {
+    var out = [];
+    [[1, 2, 5], [1, 2, 3, 4, 5, 6, 7, 8, 9]].some(function (mantissas) {
+      out = [];
+      for (var k = Math.floor(Math.log10(lo)); k <= Math.ceil(Math.log10(hi)); k++) {
+        mantissas.forEach(function (m) {
+          var v = Number((m * Math.pow(10, k)).toPrecision(2));
+          if (v >= lo && v <= hi) out.push(v);
+        });
+      }
+      return out.length >= 3;
+    });
+    return out;
+  }
+  function round2(ms) { return String(Number(ms.toPrecision(2))); }   // 2 significant digits, never 1.2e+3
+  function msLabel(v) { return v >= 1000 ? String(v / 1000) + " s" : String(v); }
+  /* The histogram's x is the bin number (bars of equal width on log-spaced bins); at(ms) is where a
+   * latency falls on it: bin i spans [i - 0.5, i + 0.5]. */
+  function binScale(edges) {
+    var n = edges.length - 1, lo = Math.log10(edges[0]), step = (Math.log10(edges[n]) - lo) / n;
+    return { n: n, at: function (ms) { return (Math.log10(ms) - lo) / step - 0.5; } };
+  }
+  /* Where the threshold marker stands: on its value, or on the edge it lies beyond. */
+  function thresholdPlace(bins, ms) {
+    var x = bins.at(ms);
+    if (x > bins.n - 0.5) return { x: bins.n - 0.5, place: "right edge" };
+    if (x < -0.5) return { x: -0.5, place: "left edge" };
+    return { x: x, place: "inside" };
+  }
+
   LT.histogram = function (el, hist) {
     var h = hist || {};
-    var edges = h.edges_ms || [], counts = h.counts || [];
-    var xs = [], ys = [];
-    for (var i = 0; i < counts.length; i++) { xs.push(i); ys.push(counts[i]); }
-    var data = [xs, ys];
+    var edges = h.edges_ms || [], counts = h.counts || [], thr = h.threshold_ms;
+    var above = missing(thr) || !h.count ? "" : ", " + share(h.above, h.count) + " above " + thr + " ms";
+    var title = "Delivery latency histogram: " + thousands(h.count || 0) + " samples" + above +
+      (h.negative ? ", " + thousands(h.negative) + " negative not shown" : "");
+    ["data-threshold-ms", "data-threshold-place", "data-above"].forEach(function (a) { el.removeAttribute(a); });
+    if (!counts.length) {
+      return noData("histogram", el, title, h.count ? "all " + thousands(h.count) + " samples are negative " +
+        "(the clocks differ): nothing to draw on a log axis" : NO_ARRIVAL);
+    }
+    var bins = binScale(edges), marker = missing(thr) ? null : thresholdPlace(bins, thr);
+    if (marker) {
+      el.setAttribute("data-threshold-ms", String(thr));
+      el.setAttribute("data-threshold-place", marker.place);
+      el.setAttribute("data-above", String(h.above));
+    }
+    var xs = counts.map(function (c, i) { return i; });
+    var ticks = roundTicks(edges[0], edges[bins.n]);
     return plot("histogram", el, {
-      title: "Delivery latency histogram (" + (h.count || 0) + " samples" +
-        (h.negative ? ", " + h.negative + " negative not shown" : "") + ")",
-      _lt: { edges: edges, bins: counts.length },
-      scales: { x: { time: false, range: function (u) { return [-0.5, Math.max(1, u._lt ? u._lt.bins : counts.length) - 0.5]; } } },
-      series: [{ label: "bin" }, { label: "arrivals", stroke: "#1e88e5", fill: "rgba(30,136,229,0.35)",
-                 paths: uPlot.paths.bars({ size: [0.9, 60] }), points: { show: false } }],
-      axes: [{ label: "ms (log bins)", values: function (u, vals) {
-        var ed = (u._lt && u._lt.edges) || edges;
-        return vals.map(function (v) {
-          var e = ed[Math.round(v)]; return e === undefined ? "" : (e < 1 ? e.toFixed(2) : e < 10 ? e.toFixed(1) : e.toFixed(0));
-        });
-      } }, { label: "arrivals" }]
-    }, data);
+      title: title,
+      _lt: { edges: edges, bins: bins, marker: marker, threshold: thr, ticks: ticks, tickLabels: [],
+             count: h.count, summary: h.summary || {} },
+      scales: { x: { time: false, range: function (u) { return [-0.5, u._lt.bins.n - 0.5]; } } },
+      series: [{ label: "latency", value: function (u, v, sidx, idx) {
+                   var e = u._lt.edges;
+                   if (idx === null || idx === undefined) {
+                     return "p50 " + num(u._lt.summary.p50, 1) + " ms, p99 " + num(u._lt.summary.p99, 1) + " ms";
+                   }
+                   return round2(e[idx]) + "–" + round2(e[idx + 1]) + " ms";
+                 } },
+               { label: "arrivals", stroke: "#1e88e5", fill: "rgba(30,136,229,0.35)",
+                 paths: uPlot.paths.bars({ size: [0.9, 60] }), points: { show: false },
+                 value: function (u, v, sidx, idx) {
+                   return idx === null || idx === undefined ? thousands(u._lt.count) + " in all" : thousands(v);
+                 } }],
+      axes: [{ label: "ms (log scale)",
+               splits: function (u) { return u._lt.ticks.map(u._lt.bins.at); },
+               values: function (u) { return (u._lt.tickLabels = u._lt.ticks.map(msLabel)); } },
+             { label: "arrivals" }],
+      hooks: { draw: [function (u) {
+        var m = u._lt.marker;
+        if (!m) return;
+        var px = u.valToPos(m.x, "x", true), ctx = u.ctx, top = u.bbox.top;
+        ctx.save();
+        ctx.strokeStyle = RED; ctx.lineWidth = 2 * (window.devicePixelRatio || 1);
+        ctx.beginPath(); ctx.moveTo(px, top); ctx.lineTo(px, top + u.bbox.height); ctx.stroke();
+        ctx.fillStyle = RED; ctx.font = "bold " + 11 * (window.devicePixelRatio || 1) + "px sans-serif";
+        // beyond the axis: the marker stands on the edge, its label points past it; near the right
+        // edge the label goes to the marker's left, where there is room
+        var label = "threshold " + u._lt.threshold + " ms";
+        label = m.place === "right edge" ? label + " →" : m.place === "left edge" ? "← " + label : label;
+        var right = m.place === "right edge" || (m.place === "inside" && px > u.bbox.left + 0.7 * u.bbox.width);
+        ctx.textAlign = right ? "right" : "left";
+        ctx.fillText(label, px + (right ? -5 : 5), top + 14);
+        ctx.restore();
+      }] }
+    }, [xs, counts]);
   };
 
   LT.verdictTable = function (el, scenarios, provisional) {
@@ -220,29 +393,90 @@
       "<th>Figures that moved</th><th>Figure</th></tr></thead><tbody>" + rows + "</tbody></table>";
   };
 
-  LT.listenerTable = function (el, listeners) {
+  /* provisional: expected counts only the writes up to the cutoff; what arrived beyond it is Pending
+   * (checked at the next verification), not an excess over Expected. */
+  LT.listenerTable = function (el, listeners, provisional) {
+    var cols = [["listener", "Listener"], ["expected", provisional ? "Expected so far" : "Expected"],
+                ["received", "Received"]];
+    if (provisional) cols.push(["pending", "Pending"]);
+    cols = cols.concat([["lost", "Lost"], ["duplicated", "Duplicated"], ["out_of_order", "Out of order"],
+                        ["p50", "p50 ms"], ["p95", "p95 ms"], ["p99", "p99 ms"]]);
     var rows = (listeners || []).map(function (x) {
       var bad = (x.lost || 0) + (x.duplicated || 0) + (x.out_of_order || 0);
-      return "<tr" + (bad ? " class='bad'" : "") + "><td>" + esc(x.listener) + (x.vanished ? " (vanished)" : "") +
-        "</td><td>" + num(x.received) + "</td><td>" + num(x.expected) + "</td><td>" + num(x.lost) + "</td><td>" +
-        num(x.duplicated) + "</td><td>" + num(x.out_of_order) + "</td><td>" + num(x.p50, 1) + "</td><td>" +
-        num(x.p95, 1) + "</td><td>" + num(x.p99, 1) + "</td></tr>";
+      return "<tr" + (bad ? " class='bad'" : "") + ">" + cols.map(function (c) {
+        var k = c[0], v = x[k];
+        if (k === "listener") return "<td>" + esc(v) + (x.vanished ? " (vanished)" : "") + "</td>";
+        return "<td data-col='" + k + "'>" + (/^p\d/.test(k) ? num(v, 1) : num(v)) + "</td>";
+      }).join("") + "</tr>";
     }).join("");
-    el.innerHTML = "<table class='lt num'><thead><tr><th>Listener</th><th>Received</th><th>Expected</th><th>Lost</th>" +
-      "<th>Duplicated</th><th>Out of order</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th></tr></thead><tbody>" +
-      (rows || "<tr><td colspan=9>no listener yet</td></tr>") + "</tbody></table>";
+    el.innerHTML = "<table class='lt num'><thead><tr>" + cols.map(function (c) { return "<th>" + c[1] + "</th>"; }).join("") +
+      "</tr></thead><tbody>" + (rows || "<tr><td colspan=" + cols.length + ">no listener yet</td></tr>") + "</tbody></table>";
   };
 
-  LT.kvTable = function (el, obj) {
-    var rows = Object.keys(obj || {}).map(function (k) {
-      var v = obj[k];
-      if (v !== null && typeof v === "object") v = JSON.stringify(v);
-      return "<tr><th>" + esc(k) + "</th><td>" + esc(v) + "</td></tr>";
-    }).join("");
-    el.innerHTML = "<table class='lt kv'><tbody>" + rows + "</tbody></table>";
+  /* Figures as tables, never as {...} text: an object is a key/value table (nested as deep as it goes);
+   * an object or array of like objects of plain values is one grid; epoch seconds are clock times. */
+  function plain(v) { return v === null || typeof v !== "object"; }
+  function plainValue(k, v) {
+    if (missing(v)) return "–";
+    if (typeof v === "number" && EPOCH_KEY.test(k) && v > 1e9) return clock(v);
+    if (typeof v === "number") return esc(Math.abs(v) >= 1e4 && v === Math.round(v) ? thousands(v) : v);
+    return esc(v);
+  }
+  function gridHtml(keys, rows) {
+    var cols = [];
+    rows.forEach(function (r) { Object.keys(r).forEach(function (c) { if (cols.indexOf(c) < 0) cols.push(c); }); });
+    return "<table class='lt kv grid'><thead><tr><th></th>" + cols.map(function (c) { return "<th>" + esc(c) + "</th>"; }).join("") +
+      "</tr></thead><tbody>" + rows.map(function (r, i) {
+        return "<tr><th>" + esc(keys[i]) + "</th>" + cols.map(function (c) { return "<td>" + plainValue(c, r[c]) + "</td>"; }).join("") + "</tr>";
+      }).join("") + "</tbody></table>";
+  }
+  function valueHtml(k, v) {
+    if (plain(v)) return plainValue(k, v);
+    var isArray = Array.isArray(v), keys = Object.keys(v);
+    if (!keys.length) return "none";
+    var shown = keys.slice(0, isArray ? MAX_ROWS : keys.length), items = shown.map(function (i) { return v[i]; });
+    var more = keys.length > shown.length ? "<div class='muted'>… and " + thousands(keys.length - shown.length) + " more</div>" : "";
+    if (isArray && items.every(plain)) return items.map(function (x) { return plainValue(k, x); }).join(", ") + more;
+    var like = items.every(function (x) { return !plain(x) && !Array.isArray(x) && Object.keys(x).length && Object.keys(x).every(function (c) { return plain(x[c]); }); });
+    if (like && items.length > 1) return gridHtml(shown, items) + more;
+    return kvHtml(isArray ? items : v, shown) + more;
+  }
+  function kvHtml(obj, keys) {
+    return "<table class='lt kv'><tbody>" + (keys || Object.keys(obj || {})).map(function (k, i) {
+      var v = Array.isArray(obj) ? obj[i] : obj[k];
+      return "<tr><th>" + esc(k) + "</th><td>" + valueHtml(k, v) + "</td></tr>";
+    }).join("") + "</tbody></table>";
+  }
+  LT.kvTable = function (el, obj) { el.innerHTML = kvHtml(obj || {}); };
+  LT.tableHtml = function (obj) { return kvHtml(obj || {}); };
+
+  /* The report's run-health line (loadtest.verdict.display.run_health): what could make the figures
+   * below less than they look. */
+  LT.healthLine = function (el, h) {
+    h = h || {};
+    var g = h.generator || {}, w = h.writes || {}, d = h.disconnects || {}, o = h.outage, r = h.reconnects || {};
+    var codes = Object.keys(d.by_code || {}).map(function (c) { return "close code " + c + ": " + d.by_code[c]; });
+    var items = [
+      ["generator", g.busy, "load generator: event-loop lag p95 " + num(g.loop_lag_p95_ms, 1) + " ms (max " +
+        num(g.loop_lag_max_ms, 1) + " ms), CPU " + num(g.cpu_pct, 0) + " % of a core" + (g.where ? " (" + g.where + ")" : "")],
+      ["writes", w.rejected > 0 || w.unknown > 0, "rejected writes: " + thousands(w.rejected) + " of " + thousands(w.total) +
+        (w.unknown ? " (" + thousands(w.unknown) + " with unknown outcome)" : "")],
+      ["disconnects", d.total > 0, "unexpected disconnects: " + thousands(d.total) + (codes.length ? " (" + codes.join(", ") + ")" : "")],
+      ["outage", !!o, "outages: " + (o ? "server unreachable from " + clock(o.start) + " " +
+        (missing(o.seconds) ? "until the end of the run" : "for " + o.seconds.toFixed(1) + " s") + " (" +
+        thousands(o.writes_refused) + " writes refused, " + thousands(o.listeners_disconnected) + " listeners disconnected)" : "none")],
+      ["reconnects", r.refused > 0, "reconnects: " + thousands(r.forced) + " forced, " + thousands(r.resumes) + " resumed" +
+        (r.refused ? ", " + thousands(r.refused) + " refused" : "")]];
+    el.innerHTML = "<b>Run health</b>: " + items.map(function (it) {
+      return "<span class='health-item" + (it[1] ? " bad" : "") + "' data-item='" + it[0] + "'>" + esc(it[2]) + "</span>";
+    }).join(" · ");
   };
 
   LT.esc = esc;
   LT.num = num;
+  LT.clock = clock;
+  LT.day = day;
+  LT.zone = zone;
+  LT.thousands = thousands;
   window.LT = LT;
 })();

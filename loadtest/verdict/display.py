@@ -131,3 +131,31 @@ def stress_overlay(report: dict | None) -> dict | None:
         if isinstance(start, (int, float)) and isinstance(end, (int, float)):
             out["release"]["start"], out["release"]["end"] = start, end
     return out or None
+
+
+def run_health(report: dict) -> dict:
+    """The figures of the report's run-health line, from ``figures`` (docs/report-schema.md): what could
+    make the verdicts' figures less than they look. The load generator's event-loop lag and CPU
+    (``busy``: GEN warned), writes the server rejected or left unanswered (over every table and kind),
+    unexpected listener disconnects by close code, the outage if the server went away, reconnects."""
+    figures = report.get("figures") or {}
+    gen = figures.get("generator") or {}
+    cpu = gen.get("cpu_fraction")
+    writes = {"total": 0, "rejected": 0, "unknown": 0}
+    for kinds in (figures.get("writes") or {}).values():          # {table: {kind: {outcome: n}}}
+        for outcomes in (kinds or {}).values():
+            for outcome, n in (outcomes or {}).items():
+                writes["total"] += n
+                if outcome in writes:
+                    writes[outcome] += n
+    by_code = figures.get("disconnects_unexpected") or {}
+    outage = figures.get("outage")
+    gen_verdict = ((report.get("scenarios") or {}).get("GEN") or {}).get("verdict")
+    return {"generator": {"loop_lag_p95_ms": gen.get("loop_lag_p95_ms"), "loop_lag_max_ms": gen.get("loop_lag_max_ms"),
+                          "cpu_pct": None if cpu is None else round(100.0 * cpu, 1), "where": gen.get("where"),
+                          "busy": gen_verdict in ("warning", "fail")},
+            "writes": writes,
+            "disconnects": {"total": sum(by_code.values()), "by_code": by_code},
+            "outage": outage,
+            "reconnects": {"forced": figures.get("forced_reconnects"), "resumes": figures.get("resumes"),
+                           "refused": (outage or {}).get("reconnects_refused", 0)}}

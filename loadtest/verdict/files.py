@@ -5,10 +5,14 @@
 Where they go: ``loadtest.verdict.paths`` (``reports/<run id>/`` by default, ``reports/latest`` the newest).
 
 * HTML (``--report-html``, default ``{run_dir}/report.html``): one file that opens offline (the vendored
-  uPlot library, its CSS and the chart script are inlined): the verdict table, the run's settings, and
-  plots: delivery latency percentiles per second, the latency histogram, writes vs deliveries per
-  second, server memory and CPU (with the stress verdicts' baseline, steady part / leak fit and
-  release window marked when the report has them), per-listener figures, notes.
+  uPlot library, its CSS and the chart script are inlined), readable without hovering: a run-health
+  line (load generator, rejected writes, disconnects, outage, reconnects), the verdict table, and
+  plots: delivery latency percentiles per second, the latency histogram (SC-054's threshold marked,
+  the share above it in its title), writes and deliveries per listener per second, server memory from
+  0 with its growth over the baseline, and CPU (with the stress verdicts' baseline, steady part / leak
+  fit and release window marked when the report has them); a plot without data says why. Then
+  per-listener figures, the figures, settings and scenario details as tables, notes. Times are clock
+  times.
 * JUnit (``--report-junit``, default ``{run_dir}/junit.xml``): one ``<testcase>`` per scenario;
   ``fail`` → ``<failure>``, ``inconclusive`` → ``<error>`` (the evidence is incomplete: neither a pass
   nor a proven failure), ``skipped`` → ``<skipped>``.
@@ -30,7 +34,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 from .paths import CSV_FILES
-from .display import MB, listeners_from_report, monitor_series, run_marks, run_monitor, run_settings, stress_overlay
+from .display import (MB, listeners_from_report, monitor_series, run_health, run_marks, run_monitor, run_settings,
+                      stress_overlay)
 from .report import comparison_view
 from .timeseries import TimeSeries
 
@@ -49,7 +54,7 @@ def build_series(run) -> tuple[dict, dict]:
             ts.add_log(st.log, run.ledgers[st.spec.table.key])
     for part in run.series_parts:
         ts.merge_wire(part)
-    return ts.columns(), ts.histogram()
+    return ts.columns(), ts.histogram(threshold_ms=getattr(run.options, "latency_threshold_ms", None))
 
 
 def server_series(run, report: dict, sampled: dict | None = None) -> dict:
@@ -165,7 +170,7 @@ def write_files(run, report: dict, series: dict, hist: dict, sampled: dict | Non
                     "settings": run_settings(run),
                     "listeners": listeners_from_report(report, getattr(o, "latency_from", "sent")),
                     "comparison": comparison_view(report.get("comparison")),
-                    "generated_at": time.time()}
+                    "health": run_health(report), "generated_at": time.time()}
             _write(html_path, html_report(data))
             log.info("HTML report written to %s", html_path)
         except Exception:
@@ -234,13 +239,14 @@ _CSS = """
 h1 { font-size: 22px; margin: 0 0 6px; } h2 { font-size: 17px; margin: 26px 0 8px; }
 .overall { font-size: 16px; padding: 8px 12px; border-radius: 4px; color: #fff; display: inline-block; }
 ul.notes li { margin: 3px 0; }
-details pre { font-size: 11px; max-height: 300px; overflow: auto; background: #f7f7f7; padding: 6px; }
+details { margin: 4px 0; } details > table { margin: 4px 0 10px 18px; }
 """
 
 _BODY = """
 <h1>KalamDB live-query verification report</h1>
 <div class="muted" id="subtitle"></div>
 <p><span class="overall" id="overall"></span></p>
+<div class="health" id="health-line"></div>
 <h2>Scenarios</h2>
 <div id="verdicts"></div>
 <ul class="notes" id="notes"></ul>
@@ -278,16 +284,22 @@ _SCRIPT = """
   ov.textContent = "OVERALL " + String(sum.verdict).toUpperCase() + " (exit code " + sum.exit_code + ")";
   ov.style.background = colors[sum.verdict] || "#555";
   document.getElementById("subtitle").textContent = "run " + (run.run_id || "?") + " · " + (run.workload || "") +
-    " workload · " + (run.host || "") + " · " + (run.started_at ? new Date(run.started_at * 1000).toISOString() : "");
+    " workload · " + (run.host || "") + (run.started_at ? " · " + LT.day(run.started_at) + " " + LT.clock(run.started_at) +
+    " – " + LT.clock(run.finished_at) + " (" + LT.zone(run.started_at) + ")" : "");
+  LT.healthLine(document.getElementById("health-line"), D.health);
   var scen = Object.keys(R.scenarios || {}).map(function (k) { var s = R.scenarios[k]; s.id = s.id || k; return s; });
   LT.verdictTable(document.getElementById("verdicts"), scen, false);
   if (D.comparison) LT.comparisonTable(document.getElementById("comparison"), D.comparison);
   document.getElementById("notes").innerHTML = (R.notes || []).map(function (n) { return "<li>" + LT.esc(n) + "</li>"; }).join("");
   var thr = (D.settings || {}).latency_threshold_ms, from = (D.settings || {}).latency_from;
-  LT.latency(document.getElementById("chart-latency"), D.series, thr, from, D.marks);
-  LT.histogram(document.getElementById("chart-histogram"), D.histogram);
-  LT.throughput(document.getElementById("chart-throughput"), D.series, D.marks);
-  LT.server(document.getElementById("chart-server"), D.server, D.marks, D.stress);
+  // a chart that cannot be drawn says so in its place and costs the rest of the report nothing
+  [["latency", function (el) { LT.latency(el, D.series, thr, from, D.marks); }],
+   ["histogram", function (el) { LT.histogram(el, D.histogram); }],
+   ["throughput", function (el) { LT.throughput(el, D.series, D.marks, (D.settings || {}).listeners); }],
+   ["server", function (el) { LT.server(el, D.server, D.marks, D.stress); }]].forEach(function (chart) {
+    var el = document.getElementById("chart-" + chart[0]);
+    try { chart[1](el); } catch (e) { el.textContent = "could not draw this chart: " + e; }
+  });
   if (D.stress) {
     var st = D.stress, txt = [];
     if (st.baseline_mb) txt.push("baseline " + st.baseline_mb.toFixed(1) + " MB (" + (st.growth_id || "") + ")");
@@ -298,12 +310,11 @@ _SCRIPT = """
     document.getElementById("stress-note").textContent = txt.join(" · ");
   }
   LT.listenerTable(document.getElementById("listeners"), D.listeners);
-  var f = Object.assign({}, R.figures || {}); delete f.writes; delete f.latency_ms;
-  LT.kvTable(document.getElementById("figures"), f);
+  LT.kvTable(document.getElementById("figures"), R.figures);
   LT.kvTable(document.getElementById("settings"), D.settings);
   document.getElementById("details").innerHTML = scen.map(function (s) {
-    return "<details><summary>" + LT.esc(s.id) + " " + LT.esc(s.verdict) + ": " + LT.esc(s.figure) +
-      "</summary><pre>" + LT.esc(JSON.stringify(s.details, null, 1)) + "</pre></details>";
+    return "<details data-scenario='" + LT.esc(s.id) + "'><summary>" + LT.esc(s.id) + " " + LT.esc(s.verdict) + ": " +
+      LT.esc(s.figure) + "</summary>" + LT.tableHtml(s.details) + "</details>";
   }).join("");
   window.LT_REPORT_READY = true;
 })();

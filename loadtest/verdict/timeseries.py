@@ -192,12 +192,17 @@ class TimeSeries:
             out["samples"].append(h.count if h is not None else 0)
         return out
 
-    def histogram(self, bins: int = 60) -> dict:
+    def histogram(self, bins: int = 60, threshold_ms: float | None = None) -> dict:
         """The latency distribution for a bar chart: log-spaced bins (ms) over the positive samples, plus
-        the count of negative ones (kept, never clamped; see docs/report-schema.md)."""
+        the count of negative ones (kept, never clamped; see docs/report-schema.md). With
+        ``threshold_ms`` (SC-054's): also ``above``, the samples above it, counted exactly (a bin edge
+        seldom falls on the threshold)."""
         h = self.overall
         out = {"edges_ms": [], "counts": [], "negative": h.count_negative(), "count": h.count,
                "summary": h.summary_ms()}
+        if threshold_ms is not None:
+            out["threshold_ms"] = threshold_ms
+            out["above"] = h.count - h.count_at_most(threshold_ms / 1000.0)
         if not h.count:
             return out
         pos = [(v, c) for v, c in h._sorted() if v > 0]

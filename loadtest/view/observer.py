@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import pickle
 import struct
@@ -69,7 +70,8 @@ class Observer:
         self.provisional = True
         self.computed_at = None
         self.cutoff = None
-        self.server = {"t": [], "rss_mb": [], "cpu": [], "source": "psutil"}
+        # without the server's pid (a --host given) psutil has nothing to sample: "none" says so in the charts
+        self.server = {"t": [], "rss_mb": [], "cpu": [], "source": "psutil" if server_pid else "none"}
         self.health = {"verifications": 0, "verify_ms_last": None, "verify_ms_max": 0.0, "copy_ms_last": None,
                        "copy_ms_max": 0.0, "loop_lag_ms": {"last": 0.0, "max": 0.0, "p99": 0.0,
                                                           "max_during_verify": 0.0},
@@ -125,10 +127,10 @@ class Observer:
                 return "barrier", (f"waiting for listeners: {run.ready_listeners}/{run.expected_listeners} "
                                    f"subscribed and ready")
             if self.remote is not None:
-                return "writing", (f"writers writing, listeners listening on {len(self.remote.nodes)} worker(s); "
-                                   f"loss, duplicates and order are judged at the end, when each worker checks its "
-                                   f"listeners against every worker's ledger; live latency is from commit")
-            return "writing", "writers writing, listeners listening"
+                return "writing", (f"{self.writing_text()}; listeners listening on {len(self.remote.nodes)} "
+                                   f"worker(s); loss, duplicates and order are judged at the end, when each worker "
+                                   f"checks its listeners against every worker's ledger; live latency is from commit")
+            return "writing", self.writing_text()
         if "drain_seconds" in run.flags or run.flags.get("interrupted"):
             mon = run_monitor(run)
             try:
@@ -139,6 +141,25 @@ class Observer:
                 pass
             return "verifying", "reading the server's counters and verifying"
         return "draining", self.drain_text()
+
+    def run_clock(self) -> dict:
+        """The run's start and its run time (Locust's ``--run-time`` / the form's, s; None: until stopped):
+        Locust's timer starts with the run (``test_start``), so the writing phase ends at start + run time."""
+        run_time = getattr(self.options, "run_time", None)
+        return {"started_at": self.run.started_at, "run_time": run_time or None}
+
+    def writing_text(self, now: float | None = None) -> str:
+        """"writing: 23 s of 60 s, 37 s left", computed now from the run's start and run time (the page
+        counts on from the same two between its polls: loadtest/static/verification.html)."""
+        c = self.run_clock()
+        now = time.time() if now is None else now
+        elapsed = math.floor(max(0.0, now - (c["started_at"] or now)))
+        total = c["run_time"]
+        if not total:
+            return f"writing: {elapsed} s (no run time: until stopped)"
+        if elapsed >= total:
+            return f"writing: {total:g} s of {total:g} s, run time over: the writers stop"
+        return f"writing: {elapsed} s of {total:g} s, {total - elapsed:g} s left"
 
     def drain_status(self) -> dict:
         """What the drain waits for: subscriptions still missing the newest acknowledged write of some
@@ -329,7 +350,7 @@ class Observer:
         c = live.counts()
         # seconds that some worker has not reported whole yet would show as a dip: left out until it has
         self.series_cols = live.series.columns(until=live.complete_until())
-        self.histogram = live.series.histogram()
+        self.histogram = live.series.histogram(threshold_ms=getattr(self.options, "latency_threshold_ms", None))
         self.listeners = [{"listener": u, "received": n, "worker": c["worker_of"].get(u)}
                           for u, n in sorted(c["received_by_listener"].items())]
         self.totals = {"writes_sent": c["writes"], "writes_acked": c["writes_acked"], "deliveries": c["deliveries"],
@@ -387,13 +408,22 @@ class Observer:
         listeners = [dict(x) for x in self.listeners]
         if self.provisional:
             for x in listeners:
-                x["received"] = live["received_by_listener"].get(x["listener"], x["received"])
+                received = live["received_by_listener"].get(x["listener"], x["received"])
+                if x.get("expected") is None:
+                    x["received"] = received
+                    continue
+                # expected counts the writes up to the cutoff only: what arrived beyond the arrivals that
+                # answer it (delivered, and any duplicates) is pending, not an excess
+                answered = x["expected"] - x.get("lost", 0) + x.get("duplicated", 0)
+                x["pending"] = max(0, received - answered)
+                x["received"] = received - x["pending"]
         known = {x["listener"] for x in listeners}
         for user, n in live["received_by_listener"].items():
             if user not in known:
                 listeners.append({"listener": user, "received": n})
         server = self.server_series()
         return {"phase": phase, "phase_text": text, "now": time.time(), "provisional": self.provisional,
+                "clock": self.run_clock() if phase == "writing" and self.remote is None else None,
                 "computed_at": self.computed_at, "cutoff": self.cutoff,
                 "run": run_settings(run), "scenarios": self.scenarios, "listeners": listeners,
                 "totals": {**self.totals, "deliveries_now": live["deliveries"], "writes_now": live["writes"],

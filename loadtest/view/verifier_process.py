@@ -133,7 +133,7 @@ class Replica:
                   "out_of_order": sum(r.out_of_order_total for r in results),
                   "latency": all_h.summary_ms(), "latency_from": th.latency_from}
         return {"scenarios": scenarios, "listeners": listeners, "totals": totals,
-                "series": self.series.columns(), "histogram": self.series.histogram(),
+                "series": self.series.columns(), "histogram": self.series.histogram(threshold_ms=th.latency_ms),
                 "worker_ms": round((time.perf_counter() - t0) * 1000.0, 1)}
 
 

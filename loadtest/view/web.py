@@ -8,8 +8,8 @@ Routes on Locust's Flask app (``--web-base-path`` is not supported by these rout
     /verification/static/<f>   the vendored chart library (uPlot) and the page's script
 
 Locust's own UI gets a "Verification" tab (a table of the scenarios' current verdicts, fed through
-``/stats/requests``'s ``extended_stats``) and, on its "Download Data" tab, links to the view and to the
-HTML report.
+``/stats/requests``'s ``extended_stats``, whose "Charts" cells link to the view: ``static/locust-tab.js``,
+injected into Locust's page) and, on its "Download Data" tab, links to the view and to the HTML report.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from ..verdict.files import json_safe
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 TAB_KEY = "verification"
+LOCUST_TAB_SCRIPT = '<script src="./verification/static/locust-tab.js"></script>'
 
 
 def _state_or_idle(environment) -> dict:
@@ -76,6 +77,18 @@ def install(environment, web_ui) -> None:
     web_ui.template_args["extended_csv_files"] = [
         {"href": "./verification", "title": "Verification view: live verdicts, listeners and charts"},
         {"href": "./verification/report.html", "title": "HTML verification report of the last run"}]
+
+    @app.after_request
+    def _link_the_charts_cells(response):
+        # Locust's table cells hold text only: a script of ours on its page makes them links
+        if request.path != "/" or response.status_code != 200 or response.mimetype != "text/html":
+            return response
+        try:
+            html = response.get_data(as_text=True)
+            response.set_data(html.replace("</body>", f"{LOCUST_TAB_SCRIPT}\n</body>", 1))
+        except Exception:  # Locust's own page must keep working
+            log.debug("could not add the link script to Locust's page", exc_info=True)
+        return response
 
     @app.after_request
     def _extend_stats(response):
