@@ -26,7 +26,7 @@ from checks.ledger import WriteLedger
 from checks.model import Workload
 from kalamclient import KalamHttp
 
-from ..options import parse_accept_known
+from ..options import parse_accept_known, step_schedule
 from . import drain
 from . import provision as prov_mod
 from .listening import ListenerSession, SlowReading
@@ -94,6 +94,9 @@ class Run:
         self.expected_listeners = o.listeners
         self.ready_listeners = 0
         self.failed_listeners: list[str] = []
+        # --step-load: the writers' rate over the writing window (each process from its own writing start,
+        # which a distributed master's go message sets on every worker at once)
+        self.step_schedule = step_schedule(o)
         self.id = prov_mod.new_run_id()   # names its namespace and users, and its directory of files
         self.started_at = None
         self.writing_started_at = None
@@ -178,6 +181,12 @@ class Run:
         acc = readers[self._next_reader]
         self._next_reader += 1
         return acc
+
+    def write_rate_now(self) -> float:
+        """Writes/s per writer now: --write-rate, or the stepped load's step."""
+        if self.step_schedule is None or self.writing_started_at is None:
+            return self.options.write_rate
+        return self.step_schedule.rate_at(time.time() - self.writing_started_at)
 
     @property
     def run_id(self) -> str | None:
@@ -402,7 +411,9 @@ class Run:
                       writing_started_at=self.writing_started_at, writing_stopped_at=self.writing_stopped_at,
                       counters=counters, server_stats_at_end=self.server_stats_at_end, stress=self.stress,
                       write_failures=list(self.write_failures), slow_listeners=self.slow_listeners(),
-                      **{"generator": self.generator.figures, "server": self.server_info, **extra})
+                      **{"generator": self.generator.figures, "server": self.server_info,
+                         "generator_timeline": [(t, c, lag, "this process") for t, c, lag in self.generator.timeline],
+                         **extra})
 
     def close(self, report: dict | None = None) -> None:
         """After the verdict: remove the run's namespace and users (--cleanup)."""
