@@ -151,6 +151,9 @@ def add_stress_arguments(g) -> None:
                    help="each step of --step-load offers this many times the writes/s of the one before")
     g.add_argument("--step-max", type=float, default=200.0,
                    help="writes/s per writer of the last step of --step-load (it lasts to the end of the writing)")
+    g.add_argument("--step-listeners", type=int, default=0,
+                   help="with --step-load: this many more listeners subscribe at the start of each step after the "
+                        "first (each expected to get every change from its subscription on, with the snapshot)")
 
     # what people see: the files at the end, the live verification, the progress line
     g.add_argument("--report-html", default="{run_dir}/report.html",
@@ -185,7 +188,7 @@ GROUPS = {
     "verification": ("--latency-from", "--latency-threshold-ms", "--latency-quantile", "--min-high-frequency",
                      "--accept-known", "--live-verify-interval", "--progress-interval"),
     "reports": ("--reports-dir", "--report-json", "--report-html", "--report-junit", "--report-csv", "--compare-to"),
-    "capacity (stepped load)": ("--step-load", "--step-every", "--step-factor", "--step-max"),
+    "capacity (stepped load)": ("--step-load", "--step-every", "--step-factor", "--step-max", "--step-listeners"),
     "server": ("--kalamdb-bin", "--standin-config", "--standin-fault", "--server-log"),
     "stress (S1-S10, SC-057)": (
         "--stress", "--readers", "--reader-rate", "--monitor-interval", "--warmup", "--baseline-window",
@@ -251,6 +254,8 @@ def option_errors(o) -> list[str]:
             errors.append(f"--kalamdb-bin: {binary!r} is not an executable file")
         elif getattr(o, "standin_fault", None):
             errors.append("--standin-fault: faults are the built-in stand-in's; a real KalamDB (--kalamdb-bin) has none")
+    if getattr(o, "step_listeners", 0) and not getattr(o, "step_load", False):
+        errors.append("--step-listeners: listeners join at the steps of --step-load; give --step-load too")
     if (getattr(o, "slow_listeners", 0) or 0) > (getattr(o, "listeners", 0) or 0):
         errors.append(f"--slow-listeners: {o.slow_listeners} is more than --listeners ({o.listeners})")
     if (getattr(o, "slow_listeners", 0) or 0) and o.slow_pause >= o.slow_every:
@@ -262,6 +267,8 @@ def option_errors(o) -> list[str]:
             errors.append(f"--step-factor: {o.step_factor!r} must be > 1")
         if not o.step_every >= 2:
             errors.append(f"--step-every: {o.step_every!r} must be ≥ 2 s (a step's figures are per whole second)")
+        if o.step_listeners < 0:
+            errors.append(f"--step-listeners: {o.step_listeners} must be ≥ 0")
         if o.write_rate > 0 and not o.step_max >= o.write_rate:
             errors.append(f"--step-max: {o.step_max:g} is below --write-rate ({o.write_rate:g})")
     if not (getattr(o, "reports_dir", "reports") or "").strip():
@@ -282,3 +289,16 @@ def step_schedule(o):
     if not getattr(o, "step_load", False):
         return None
     return StepSchedule(o.write_rate, o.step_factor, o.step_every, o.step_max)
+
+
+def listener_count(o) -> int:
+    """Every listener of the run: --listeners, and --step-listeners more at each step after the first."""
+    schedule = step_schedule(o)
+    extra = (getattr(o, "step_listeners", 0) or 0) * schedule.last if schedule is not None else 0
+    return o.listeners + extra
+
+
+def join_step(o, index: int) -> int:
+    """The step at whose start the listener with this account index subscribes (0: before the writers)."""
+    n = getattr(o, "step_listeners", 0) or 0
+    return 0 if index < o.listeners or not n else 1 + (index - o.listeners) // n

@@ -495,7 +495,7 @@ class StressRecorder:
         out["S10"] = st.degradation(
             requests=self.tally.requests, errors=dict(self.tally.errors), slow=slow, slow_ms=o.query_p95_ms,
             server_crashed=gone, health_ok_after=self.health_ok_after,
-            disconnects=[(d["t"], d["listener"]) for d in unexpected], listeners=o.listeners,
+            disconnects=[(d["t"], d["listener"]) for d in unexpected], listeners=max(o.listeners, len(run.sessions)),
             lost_acked=lost if not run.flags.get("interrupted") else None,
             crashed_at=mon.server_gone_at, load_start=ls, capacity=capacity, title=TITLES["S10"])
         if gone or self.health_ok_after is False:

@@ -48,6 +48,18 @@ def evidence(run, results, ts: TimeSeries) -> Evidence:
                     generator=list(run.generator_timeline))
 
 
+def listeners_expected(run) -> int:
+    """The listeners the run should have: --listeners, and --step-listeners more for each step after the
+    first that started before the writing ended (a later step's listeners never joined)."""
+    o = run.options
+    schedule = step_schedule(o)
+    n = getattr(o, "step_listeners", 0) or 0
+    if schedule is None or not n or run.writing_started_at is None:
+        return o.listeners
+    steps = step_windows(schedule, o.writers, run.writing_started_at, run.writing_stopped_at or run.writing_started_at)
+    return o.listeners + n * max(0, len(steps) - 1)
+
+
 def capacity_of(run, results) -> dict | None:
     """report["capacity"] of a --step-load run (docs/report-schema.md), or None."""
     o = run.options

@@ -14,7 +14,7 @@ from checks.verifier import Thresholds, reconcile, verdicts
 
 from ..run.stress import STRESS_IDS, TITLES, skipped_verdicts
 from . import report as report_mod
-from .capacity import capacity_of
+from .capacity import capacity_of, listeners_expected
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def verify(run) -> dict:
     counters = counters_by_key(run.sessions, run.counters)
     flags = dict(run.flags)
     missing = [f for f in run.failed_listeners] + [f"{s.account.user}: {s.vanished}" for s in run.sessions if s.vanished]
-    never_started = max(0, o.listeners - len(run.sessions))
+    never_started = max(0, listeners_expected(run) - len(run.sessions))
     if never_started:
         missing.append(f"{never_started} listener user(s) never started")
     run_flags = {"drain_timed_out": bool(flags.get("drain_timed_out")),
