@@ -25,6 +25,7 @@ from .verifier import SubscriptionResult
 
 _MAGIC = b"KLTWIRE1"
 _ARRAYS = ("recv_idx", "recv_seq", "recv_epoch", "lost_sent")
+BLOBS_PER_RESULT = len(_ARRAYS)   # result_to_wire's blobs of one result, in this order
 _LITTLE = struct.pack("=H", 1) == struct.pack("<H", 1)
 
 

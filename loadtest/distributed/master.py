@@ -15,7 +15,7 @@ from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING
 
 from checks.arrivals import ArrivalLog, SubscriptionInfo
 from checks.ledger import WriteLedger
-from checks.wire import pack, result_from_wire, unpack
+from checks.wire import BLOBS_PER_RESULT, pack, result_from_wire, unpack
 
 from ..run.record import Record
 from ..run.run import Run
@@ -253,8 +253,8 @@ class MasterRun(Run):
             pos = 0
             w.result_keys = []
             for d in header["results"]:
-                r = result_from_wire(d, blobs[pos:pos + 3])
-                pos += 3
+                r = result_from_wire(d, blobs[pos:pos + BLOBS_PER_RESULT])
+                pos += BLOBS_PER_RESULT
                 results.append(r)
                 w.result_keys.append(r.key)
             for s in header["sessions"]:
