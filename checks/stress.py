@@ -924,14 +924,37 @@ def _max_at_once(disconnects: Sequence[tuple[float, str]], window_s: float) -> t
     return best, best_t
 
 
+def _past_capacity(capacity: Mapping | None):
+    """When the load went past the server's capacity: the start (epoch s) of the first step that broke;
+    else why not (the reason S10 is skipped)."""
+    if capacity is None:
+        return "load never exceeded capacity: a steady load (S10 is judged on a stepped load, --step-load)"
+    steps = capacity.get("steps") or []
+    if capacity.get("first_broken") is None:
+        top = max((x["acked_writes_per_s"] for x in steps), default=0)
+        return (f"load never exceeded capacity: every step held, up to {top:,.0f} writes/s acknowledged "
+                f"(raise --step-max)")
+    broken = steps[capacity["first_broken"]]
+    if capacity.get("limited_by") == "generator":
+        return (f"load never exceeded the server's capacity: the load generator saturated first, at "
+                f"{broken['offered_writes_per_s']:,.0f} writes/s offered (more generator processes: --processes N)")
+    return broken["start"]
+
+
 def degradation(*, requests: int, errors: Mapping[str, int] | None = None, slow: int = 0,
                 slow_ms: float | None = None, server_crashed: bool = False, health_ok_after: bool | None = None,
                 disconnects: Sequence[tuple[float, str]] = (), listeners: int = 0,
                 mass_share: float = 0.25, mass_window_s: float = 5.0, lost_acked: int | None = None,
                 max_unanswered_share: float = 0.01, steps: Sequence[Mapping] | None = None,
                 crashed_at: float | None = None, load_start: float | None = None,
+                capacity: Mapping | None = None,
                 id: str = "S10", title: str = "graceful degradation past capacity") -> dict:
     """Under a load stepped past capacity the server may slow down and answer 429, but:
+
+    * judged only where the load went past the server's capacity (``capacity``: checks.capacity's, of a
+      stepped load): a steady load, a stepped load whose every step held, or one whose generator saturated
+      before the server are ``skipped`` ("load never exceeded capacity"), unless the server crashed (a
+      crash fails S10 whatever the load); past capacity, disconnects count from the first step that broke;
 
     * it keeps answering: errors other than rate limiting (``errors`` by kind: "429" and KalamDB's
       rate-limit codes are graceful; "500", "timeout", "connect", ... are not) stay ≤
@@ -943,17 +966,24 @@ def degradation(*, requests: int, errors: Mapping[str, int] | None = None, slow:
       inconclusive unless something else already fails)."""
     thr = (f"no crash, non-429 errors ≤ {max_unanswered_share * 100:g} %, < {mass_share * 100:g} % of "
            f"listeners disconnected within {mass_window_s:g} s, 0 acknowledged writes lost")
+    crashed = server_crashed or health_ok_after is False
+    past = _past_capacity(capacity)
+    if not crashed and isinstance(past, str):
+        return _verdict(id, title, SKIPPED, past, None, thr, {"capacity_knee": (capacity or {}).get("knee"),
+                                                              "limited_by": (capacity or {}).get("limited_by")})
+    if not isinstance(past, str) and past is not None:
+        disconnects = [d for d in disconnects if d[0] >= past]
     errors = dict(errors or {})
     rate_limited = sum(n for kind, n in errors.items() if kind in RATE_LIMIT_KINDS)
     unanswered = sum(n for kind, n in errors.items() if kind not in RATE_LIMIT_KINDS)
     share = unanswered / requests if requests else 0.0
     at_once, at_t = _max_at_once(list(disconnects), mass_window_s)
-    crashed = server_crashed or health_ok_after is False
     details = {"requests": requests, "errors": errors, "rate_limited": rate_limited, "unanswered": unanswered,
                "unanswered_share": share, "slow": slow, "slow_ms": slow_ms, "crashed": crashed,
                "server_crashed": server_crashed, "health_ok_after": health_ok_after,
                "max_disconnected_at_once": at_once, "mass_disconnect_at": at_t, "listeners": listeners,
-               "lost_acked": lost_acked, "steps": list(steps or [])}
+               "lost_acked": lost_acked, "steps": list(steps or []),
+               "past_capacity_from": None if isinstance(past, str) else past}
     if requests <= 0 and not crashed:
         return _verdict(id, title, INCONCLUSIVE, "no request was made", None, thr, details)
     when = ""

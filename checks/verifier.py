@@ -142,6 +142,8 @@ class SubscriptionResult:
     recv_idx: array = field(default_factory=lambda: array("q"))
     recv_seq: array = field(default_factory=lambda: array("q"))
     recv_epoch: array = field(default_factory=lambda: array("h"))
+    # t_sent of every lost write: a stepped load places each loss in the step that wrote it (checks.capacity)
+    lost_sent: array = field(default_factory=lambda: array("d"))
 
     @property
     def lost(self) -> int:
@@ -699,6 +701,7 @@ def _check_coverage(v, res, sampler, log, ET, owner_code, group_code, received,
             what, e, why = verdict
             if what == "lost":
                 res.by_op[OP_NAMES[op[i]]]["lost"] += 1
+                res.lost_sent.append(ts)
                 if ts >= last_ready:
                     res.lost_last_epoch += 1
                 sampler.add("lost", i, epoch=e, why=why)

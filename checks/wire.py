@@ -24,7 +24,8 @@ from .histogram import LatencyHistogram
 from .verifier import SubscriptionResult
 
 _MAGIC = b"KLTWIRE1"
-_ARRAYS = ("recv_idx", "recv_seq", "recv_epoch")
+_ARRAYS = ("recv_idx", "recv_seq", "recv_epoch", "lost_sent")
+BLOBS_PER_RESULT = len(_ARRAYS)   # result_to_wire's blobs of one result, in this order
 _LITTLE = struct.pack("=H", 1) == struct.pack("<H", 1)
 
 
@@ -59,7 +60,7 @@ def unpack(data: bytes) -> tuple:
 
 
 def result_to_wire(r: SubscriptionResult) -> tuple:
-    """(json-able dict, [bytes of recv_idx, recv_seq, recv_epoch]) — little-endian arrays."""
+    """(json-able dict, [bytes of recv_idx, recv_seq, recv_epoch, lost_sent]) — little-endian arrays."""
     d = {}
     for f in fields(SubscriptionResult):
         if f.name in _ARRAYS:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+from checks.capacity import StepSchedule
 from standin.faults import FaultError, parse_cli_fault
 
 from .run.workloads import BOTH, WORKLOAD_CHOICES, OpMix
@@ -140,6 +141,20 @@ def add_stress_arguments(g) -> None:
                    help="S4: seconds between closing the probe's subscriptions and reading system.live")
 
 
+    # capacity: a stepped load (checks.capacity)
+    g.add_argument("--step-load", action="store_true", default=False,
+                   help="raise the writers' rate in steps, from --write-rate by --step-factor every --step-every s "
+                        "up to --step-max, and report each step's figures and the capacity (the highest step "
+                        "that held); S10 is judged past it")
+    g.add_argument("--step-every", type=float, default=10.0, help="seconds per step of --step-load")
+    g.add_argument("--step-factor", type=float, default=1.5,
+                   help="each step of --step-load offers this many times the writes/s of the one before")
+    g.add_argument("--step-max", type=float, default=200.0,
+                   help="writes/s per writer of the last step of --step-load (it lasts to the end of the writing)")
+    g.add_argument("--step-listeners", type=int, default=0,
+                   help="with --step-load: this many more listeners subscribe at the start of each step after the "
+                        "first (each expected to get every change from its subscription on, with the snapshot)")
+
     # what people see: the files at the end, the live verification, the progress line
     g.add_argument("--report-html", default="{run_dir}/report.html",
                    help="self-contained HTML report (verdicts, settings, plots) written at the end of every run; "
@@ -173,6 +188,7 @@ GROUPS = {
     "verification": ("--latency-from", "--latency-threshold-ms", "--latency-quantile", "--min-high-frequency",
                      "--accept-known", "--live-verify-interval", "--progress-interval"),
     "reports": ("--reports-dir", "--report-json", "--report-html", "--report-junit", "--report-csv", "--compare-to"),
+    "capacity (stepped load)": ("--step-load", "--step-every", "--step-factor", "--step-max", "--step-listeners"),
     "server": ("--kalamdb-bin", "--standin-config", "--standin-fault", "--server-log"),
     "stress (S1-S10, SC-057)": (
         "--stress", "--readers", "--reader-rate", "--monitor-interval", "--warmup", "--baseline-window",
@@ -238,10 +254,23 @@ def option_errors(o) -> list[str]:
             errors.append(f"--kalamdb-bin: {binary!r} is not an executable file")
         elif getattr(o, "standin_fault", None):
             errors.append("--standin-fault: faults are the built-in stand-in's; a real KalamDB (--kalamdb-bin) has none")
+    if getattr(o, "step_listeners", 0) and not getattr(o, "step_load", False):
+        errors.append("--step-listeners: listeners join at the steps of --step-load; give --step-load too")
     if (getattr(o, "slow_listeners", 0) or 0) > (getattr(o, "listeners", 0) or 0):
         errors.append(f"--slow-listeners: {o.slow_listeners} is more than --listeners ({o.listeners})")
     if (getattr(o, "slow_listeners", 0) or 0) and o.slow_pause >= o.slow_every:
         errors.append(f"--slow-pause: {o.slow_pause:g} s must be shorter than --slow-every ({o.slow_every:g} s)")
+    if getattr(o, "step_load", False):
+        if not o.write_rate > 0:
+            errors.append("--step-load: steps start from --write-rate, which must be > 0 (0 is unpaced)")
+        if not o.step_factor > 1:
+            errors.append(f"--step-factor: {o.step_factor!r} must be > 1")
+        if not o.step_every >= 2:
+            errors.append(f"--step-every: {o.step_every!r} must be ≥ 2 s (a step's figures are per whole second)")
+        if o.step_listeners < 0:
+            errors.append(f"--step-listeners: {o.step_listeners} must be ≥ 0")
+        if o.write_rate > 0 and not o.step_max >= o.write_rate:
+            errors.append(f"--step-max: {o.step_max:g} is below --write-rate ({o.write_rate:g})")
     if not (getattr(o, "reports_dir", "reports") or "").strip():
         errors.append("--reports-dir: empty; give the directory that holds the runs' files (default reports)")
     server_log = getattr(o, "server_log", "") or ""
@@ -253,3 +282,23 @@ def option_errors(o) -> list[str]:
         except (FaultError, ValueError) as exc:
             errors.append(f"--standin-fault {item!r}: {exc}")
     return errors
+
+
+def step_schedule(o):
+    """--step-load's schedule (checks.capacity.StepSchedule) from the options, or None."""
+    if not getattr(o, "step_load", False):
+        return None
+    return StepSchedule(o.write_rate, o.step_factor, o.step_every, o.step_max)
+
+
+def listener_count(o) -> int:
+    """Every listener of the run: --listeners, and --step-listeners more at each step after the first."""
+    schedule = step_schedule(o)
+    extra = (getattr(o, "step_listeners", 0) or 0) * schedule.last if schedule is not None else 0
+    return o.listeners + extra
+
+
+def join_step(o, index: int) -> int:
+    """The step at whose start the listener with this account index subscribes (0: before the writers)."""
+    n = getattr(o, "step_listeners", 0) or 0
+    return 0 if index < o.listeners or not n else 1 + (index - o.listeners) // n

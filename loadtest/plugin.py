@@ -31,7 +31,7 @@ from users import ListenerUser, ReaderUser, WriterUser
 from .distributed import hooks
 from .distributed.master import Coordinator, MasterRun
 from .distributed.worker import WorkerAgent
-from .options import add_arguments, option_errors
+from .options import add_arguments, listener_count, option_errors
 from .run.locuststats import report_verdicts
 from .run.provision import SetupError
 from .run.run import AdminCredentials, Run
@@ -315,11 +315,12 @@ def _on_init(environment, web_ui=None, **_kw):
             print(f"locust: error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2)
     WriterUser.fixed_count = o.writers
-    ListenerUser.fixed_count = o.listeners
+    ListenerUser.fixed_count = listener_count(o)
     ReaderUser.fixed_count = o.readers
-    wanted = o.writers + o.listeners + o.readers
+    wanted = o.writers + listener_count(o) + o.readers
     if getattr(o, "num_users", None) and o.num_users < wanted:
-        log.warning("-u %d is below --writers + --listeners + --readers = %d: some users will not run",
+        log.warning("-u %d is below --writers + --listeners (with --step-listeners) + --readers = %d: some users "
+                    "will not run",
                     o.num_users, wanted)
     lt.clock_offset = hooks.install_clock_offset()
     # these three events do not pass the environment: bound to this process's LoadTest instead

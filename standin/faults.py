@@ -105,6 +105,7 @@ PARSERS = {
     "stall_subscription": _str,
     "zombies": _bool,
     "slow_select_ms": _nonneg_float,
+    "write_capacity": _nonneg_float,
     "crash_after_writes": _nonneg_int,
     "crash_at": _nonneg_float,
     "cross_user": _prob,
@@ -226,6 +227,7 @@ class Faults:
         self.stall_sub = v.get("stall_subscription")
         self.zombies = bool(v.get("zombies", False))
         self.slow_select_ms = v.get("slow_select_ms", 0.0)
+        self.write_capacity = v.get("write_capacity", 0.0)   # statements/s; standin.server.WriteQueue
         self.crash_after = v.get("crash_after_writes", 0)
         self.cross_user = v.get("cross_user", 0.0)
         # any fault touching the notification path -> slow path

@@ -66,6 +66,22 @@ def _delay_late_figures(late_us) -> dict:
             "standin_delay_late_ms_p99": pick(0.99)}
 
 
+class WriteQueue:
+    """Fault write_capacity=R: a server that executes at most R write statements a second, one after the
+    other (what a saturated write path does): a statement waits for its turn, so past R/s the answers
+    and the notifications come later and later (a capacity the stepped load must find)."""
+
+    def __init__(self):
+        self.free_at = 0.0   # monotonic time the next turn is free
+
+    async def turn(self, per_second: float) -> None:
+        now = time.monotonic()
+        start = max(now, self.free_at)
+        self.free_at = start + 1.0 / per_second
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
 class State:
     def __init__(self, settings, store: Store, faults: Faults):
         self.settings = settings
@@ -76,6 +92,7 @@ class State:
         self.engine = Engine(store, settings, faults, self.live, self.stats_rows)
         self.auth_buckets = BucketMap(settings.max_auth_requests_per_ip_per_sec)
         self.query_buckets = BucketMap(settings.max_queries_per_sec)
+        self.write_queue = WriteQueue()
         self.token_cache: dict[str, dict] = {}
         self.started = time.time()
         self.proc = psutil.Process()
@@ -394,6 +411,8 @@ class Api:
             return err("PARAMS_WITH_BATCH", "Parameters are not supported with multiple statements", 400)
         if st.faults.slow_select_ms and any(s.is_select for s in stmts):
             await asyncio.sleep(st.faults.slow_select_ms / 1000.0)
+        if st.faults.write_capacity and not all(s.is_select for s in stmts):
+            await st.write_queue.turn(st.faults.write_capacity)
         try:
             results = eng.execute(session, stmts, pdict, ns)
         except SqlError as ex:

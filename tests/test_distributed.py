@@ -22,7 +22,7 @@ import pytest
 
 from checks.testing import History
 from checks.verifier import reconcile, verdicts
-from checks.wire import pack, result_from_wire, result_to_wire, unpack
+from checks.wire import BLOBS_PER_RESULT, pack, result_from_wire, result_to_wire, unpack
 from dist_run import REPO, run_distributed
 from checks.clock import estimate_offset
 from locust_run import run_locust
@@ -80,7 +80,7 @@ def test_offset_estimate_brackets_the_true_offset():
     assert est["error"] <= min((r[3] - r[0]) - (r[2] - r[1]) for r in rounds) / 2 + 1e-12
 
 
-def _history():
+def _history(with_ids: bool = False):
     """Two listeners, two writers; one listener misses a write (so the results carry samples)."""
     h = History()
     la, lb = h.subscription("la"), h.subscription("lb")
@@ -95,11 +95,11 @@ def _history():
         h.deliver(la, i)
         if i != ids[5]:
             h.deliver(lb, i)
-    return h, [la, lb]
+    return (h, [la, lb], ids) if with_ids else (h, [la, lb])
 
 
 def test_results_survive_the_wire_and_give_the_same_verdicts():
-    h, logs = _history()
+    h, logs, ids = _history(with_ids=True)
     rs = [reconcile(h.ledger, log) for log in logs]
     assert sum(r.lost for r in rs) == 1
     ds, blobs = [], []
@@ -108,10 +108,13 @@ def test_results_survive_the_wire_and_give_the_same_verdicts():
         ds.append(d)
         blobs += b
     header, got = unpack(pack({"results": ds}, blobs))
-    rs2 = [result_from_wire(d, got[3 * i:3 * i + 3]) for i, d in enumerate(header["results"])]
+    n = BLOBS_PER_RESULT
+    rs2 = [result_from_wire(d, got[n * i:n * i + n]) for i, d in enumerate(header["results"])]
     for r, r2 in zip(rs, rs2):
         assert r2.to_dict() == r.to_dict()
         assert list(r2.recv_idx) == list(r.recv_idx) and list(r2.recv_seq) == list(r.recv_seq)
+        assert list(r2.lost_sent) == list(r.lost_sent)   # a stepped load places each loss by it
+    assert [list(r.lost_sent) for r in rs2] == [[], [h.ledger.t_sent(ids[5])]]
     # the verdicts from shipped results are the verdicts from the originals
     v1 = {k: v.to_dict() for k, v in verdicts(h.ledger, rs).items()}
     v2 = {k: v.to_dict() for k, v in verdicts(h.ledger, rs2).items()}

@@ -62,9 +62,10 @@ def test_a_short_stress_run_samples_the_managed_kalamdb(tmp_path, kalamdb_bin):
     pid = int(re.search(r"started KalamDB \S+ at \S+ \(pid (\d+);", r.output).group(1))
     assert mon["server_pid"] == pid and mon["gaps"] == 0 and len(mon["rows"]) >= 20   # psutil on the real server
     assert all(row[1] and row[1] > 0 for row in mon["rows"])                             # its RSS, MB
-    steady = ("L1", "L4", "L7", "L8", "S3", "S4", "S6", "S8", "S10", "SC-057")
+    steady = ("L1", "L4", "L7", "L8", "S3", "S4", "S6", "S8", "SC-057")
     assert {k: r.verdict(k) for k in steady} == dict.fromkeys(steady, "pass"), \
         {k: r.scenarios[k]["figure"] for k in steady}
+    assert r.verdict("S10") == "skipped"   # a steady load: S10 is judged past capacity (--step-load)
     # memory is judged from real samples (KalamDB 0.4.3-rc.4 grows its RocksDB memory in the first
     # seconds of load: a finding about the server, so its verdict is not asserted here)
     assert all(r.verdict(k) in ("pass", "fail") for k in ("S1", "S5", "S7")), {k: r.scenarios[k]["figure"] for k in ("S1", "S5", "S7")}

@@ -534,7 +534,15 @@ def test_uptime_below_threshold_fails_and_few_notifications_are_inconclusive():
 
 # ---------------------------------------------------------------------------------- S10 degradation
 
-BASE = dict(requests=10_000, errors={"429": 1_500, "500": 3}, slow=40, listeners=20, lost_acked=0)
+def _step(index, start, held, offered=100.0, acked=100.0):
+    return {"index": index, "start": start, "offered_writes_per_s": offered, "acked_writes_per_s": acked,
+            "held": held, "broke": [] if held else ["acknowledged 60 of 200 writes/s offered"]}
+
+
+# a stepped load that went past the server's capacity at T0 + 60 (checks.capacity's shape)
+PAST = {"steps": [_step(0, T0, True), _step(1, T0 + 60, False, 200.0, 60.0)], "knee": 0, "first_broken": 1,
+        "limited_by": "server"}
+BASE = dict(requests=10_000, errors={"429": 1_500, "500": 3}, slow=40, listeners=20, lost_acked=0, capacity=PAST)
 
 
 def test_graceful_degradation_passes():
@@ -563,10 +571,34 @@ def test_degradation_fails_on_crash_mass_disconnect_lost_writes_or_unanswered():
     assert "200 other errors (2.00 %)" in v["figure"]
 
 
+def test_degradation_is_judged_only_past_the_servers_capacity():
+    steady = degradation(**dict(BASE, capacity=None))
+    assert (steady["verdict"], steady["figure"]) == (
+        "skipped", "load never exceeded capacity: a steady load (S10 is judged on a stepped load, --step-load)")
+    held = dict(PAST, steps=[_step(0, T0, True), _step(1, T0 + 60, True, 200.0, 198.0)], knee=1, first_broken=None,
+                limited_by=None)
+    v = degradation(**dict(BASE, capacity=held))
+    assert (v["verdict"], v["figure"]) == (
+        "skipped", "load never exceeded capacity: every step held, up to 198 writes/s acknowledged (raise --step-max)")
+    gen = dict(PAST, limited_by="generator")
+    v = degradation(**dict(BASE, capacity=gen))
+    assert (v["verdict"], v["figure"]) == (
+        "skipped", "load never exceeded the server's capacity: the load generator saturated first, at 200 writes/s "
+                   "offered (more generator processes: --processes N)")
+    # a crash fails S10 whatever the load
+    assert degradation(**dict(BASE, capacity=None, server_crashed=True))["verdict"] == "fail"
+    # past capacity, disconnects count from the first step that broke
+    before = [(T0 + 10 + 0.3 * i, f"l{i:02d}") for i in range(6)]
+    v = degradation(**dict(BASE, disconnects=before))
+    assert v["verdict"] == "pass" and v["details"]["past_capacity_from"] == T0 + 60
+    after = [(T0 + 70 + 0.3 * i, f"l{i:02d}") for i in range(6)]
+    assert degradation(**dict(BASE, disconnects=after))["details"]["failures"] == ["mass_disconnect"]
+
+
 def test_degradation_inconclusive_without_loss_figure_or_requests():
     v = degradation(**dict(BASE, lost_acked=None))
     assert v["verdict"] == "inconclusive" and v["figure"].endswith("acknowledged writes lost: unknown")
-    assert degradation(requests=0)["verdict"] == "inconclusive"
+    assert degradation(requests=0, capacity=PAST)["verdict"] == "inconclusive"
 
 
 # ---------------------------------------------------------------------------------- generator

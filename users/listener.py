@@ -19,6 +19,9 @@ class ListenerUser(User):
         self.session = self.run.new_listener() if self.run is not None else None
         if self.session is None:
             return
+        if not self.run.wait_to_join(self.session):   # --step-listeners: its step never came
+            self.session = None
+            return
         self.reconnect_every = self.run.reconnect_every(self.session)
         start = time.perf_counter()
         exc = self.run.start_listener(self.session)

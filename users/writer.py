@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from locust import User, constant, constant_throughput, task
+from locust import User, constant, constant_pacing, constant_throughput, task
 
 
 class WriterUser(User):
@@ -23,6 +23,12 @@ class WriterUser(User):
         self.writer = run.new_writer() if run is not None else None   # waits at the start barrier
         if self.writer is None:  # more writer users than provisioned writer accounts
             self._pace = constant(1)
+        elif o.step_load:
+            self._pace = self._stepped
+
+    def _stepped(self, _user):
+        # Locust's constant_throughput keeps its state on the user, so its rate can change step by step
+        return constant_pacing(1.0 / self.writer.rate())(self)
 
     @task
     def write(self):

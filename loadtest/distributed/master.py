@@ -15,7 +15,7 @@ from locust.runners import STATE_MISSING, STATE_RUNNING, STATE_SPAWNING
 
 from checks.arrivals import ArrivalLog, SubscriptionInfo
 from checks.ledger import WriteLedger
-from checks.wire import pack, result_from_wire, unpack
+from checks.wire import BLOBS_PER_RESULT, pack, result_from_wire, unpack
 
 from ..run.record import Record
 from ..run.run import Run
@@ -222,7 +222,9 @@ class MasterRun(Run):
                                      for t, kind in w.meta.get("write_failures") or ())
         self.record = self.to_record(counters, results=self.remote_results, series_parts=self.remote_series,
                                      distributed=self.distributed_report(), clock_error_bound_ms=self.clock_bound_ms(),
-                                     generator=self.busiest_generator())
+                                     generator=self.busiest_generator(),
+                                     generator_timeline=[(t, c, lag, f"worker {w.label}") for w in self.workers.values()
+                                                         for t, c, lag in w.meta.get("generator_timeline") or ()])
         return self.record
 
     def close(self, report: dict | None = None) -> None:
@@ -243,6 +245,7 @@ class MasterRun(Run):
                 continue
             header, blobs = got
             w.meta.update(header["meta"])
+            w.meta["generator_timeline"] = header.get("generator_timeline") or []
             if header.get("series"):
                 self.remote_series.append(header["series"])
             if header.get("tally") and self.tally is not None:
@@ -250,8 +253,8 @@ class MasterRun(Run):
             pos = 0
             w.result_keys = []
             for d in header["results"]:
-                r = result_from_wire(d, blobs[pos:pos + 3])
-                pos += 3
+                r = result_from_wire(d, blobs[pos:pos + BLOBS_PER_RESULT])
+                pos += BLOBS_PER_RESULT
                 results.append(r)
                 w.result_keys.append(r.key)
             for s in header["sessions"]:

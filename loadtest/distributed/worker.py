@@ -293,7 +293,8 @@ class WorkerRun(Run):
                 "discarded": sum(getattr(s, "discarded", 0) for s in self.sessions),
                 "generator": self.generator.stop(),
                 "write_failures": [[t + self.theta, kind] for t, kind in self.write_failures]}
-        header = {"results": results, "sessions": sessions, "meta": meta, "series": series.to_wire()}
+        header = {"results": results, "sessions": sessions, "meta": meta, "series": series.to_wire(),
+                  "generator_timeline": [[t + self.theta, c, lag] for t, c, lag in self.generator.timeline]}
         if self.tally is not None:
             header["tally"] = self.tally.to_wire(shift=self.theta)
         payload = pack(header, blobs)

@@ -25,6 +25,9 @@ class GeneratorProbe:
         self._lags: list[float] = []
         self._beat = None
         self.figures: dict | None = None
+        # [epoch s, CPU fraction of the last second or None, event-loop lag ms or None]: a stepped load's
+        # per-step generator figures (checks.capacity); a lag sample per heartbeat, a CPU sample a second
+        self.timeline: list = []
 
     def start(self) -> None:
         if self._t0 is None:
@@ -32,10 +35,18 @@ class GeneratorProbe:
             self._beat = gevent.spawn(self._heartbeat)
 
     def _heartbeat(self) -> None:
+        mark, cpu_mark = time.perf_counter(), cpu_seconds()
         while True:
             t = time.perf_counter()
             gevent.sleep(STEP_S)
-            self._lags.append(max(0.0, time.perf_counter() - t - STEP_S) * 1000.0)
+            now = time.perf_counter()
+            lag = max(0.0, now - t - STEP_S) * 1000.0
+            self._lags.append(lag)
+            self.timeline.append([time.time(), None, round(lag, 2)])
+            if now - mark >= 1.0:
+                cpu = cpu_seconds()
+                self.timeline.append([time.time(), round((cpu - cpu_mark) / (now - mark), 3), None])
+                mark, cpu_mark = now, cpu
 
     def stop(self) -> dict | None:
         """{"cpu_fraction", "loop_lag_p95_ms", "loop_lag_max_ms", "seconds", "samples"}, the first call

@@ -36,3 +36,6 @@ class Record:
     generator: dict | None = None     # the load generator's health (loadtest.run.generator); a master's: its busiest worker's
     write_failures: list = field(default_factory=list)  # (t, "refused" | "unknown"): writes the server did not answer
     slow_listeners: list = field(default_factory=list)  # listeners that were slow consumers (--slow-listeners)
+    # (t, CPU fraction or None, loop lag ms or None, process) of every generator process: a stepped load's
+    # per-step generator figures (checks.capacity)
+    generator_timeline: list = field(default_factory=list)

@@ -26,7 +26,7 @@ from checks.ledger import WriteLedger
 from checks.model import Workload
 from kalamclient import KalamHttp
 
-from ..options import parse_accept_known
+from ..options import join_step, listener_count, parse_accept_known, step_schedule
 from . import drain
 from . import provision as prov_mod
 from .listening import ListenerSession, SlowReading
@@ -94,6 +94,9 @@ class Run:
         self.expected_listeners = o.listeners
         self.ready_listeners = 0
         self.failed_listeners: list[str] = []
+        # --step-load: the writers' rate over the writing window (each process from its own writing start,
+        # which a distributed master's go message sets on every worker at once)
+        self.step_schedule = step_schedule(o)
         self.id = prov_mod.new_run_id()   # names its namespace and users, and its directory of files
         self.started_at = None
         self.writing_started_at = None
@@ -129,7 +132,7 @@ class Run:
         except Exception as exc:
             raise prov_mod.login_error(exc, self.base_url, self.admin.user) from None
         o = self.options
-        self.prov = prov_mod.provision(self.admin_http, self.workload, o.writers, o.listeners, self.id,
+        self.prov = prov_mod.provision(self.admin_http, self.workload, o.writers, listener_count(o), self.id,
                                        readers=o.readers, probe=o.stress and o.leak_probe > 0)
         if o.stress:
             self.stress = StressRecorder(self)
@@ -178,6 +181,12 @@ class Run:
         acc = readers[self._next_reader]
         self._next_reader += 1
         return acc
+
+    def write_rate_now(self) -> float:
+        """Writes/s per writer now: --write-rate, or the stepped load's step."""
+        if self.step_schedule is None or self.writing_started_at is None:
+            return self.options.write_rate
+        return self.step_schedule.rate_at(time.time() - self.writing_started_at)
 
     @property
     def run_id(self) -> str | None:
@@ -232,6 +241,27 @@ class Run:
         if account is None:
             return None
         return self.new_listener_session(account, on_delivery=DeliveryStats(self.env))
+
+    def wait_to_join(self, session) -> bool:
+        """--step-listeners: a listener of a later step waits for its step's start before it subscribes.
+        False when the writing ended first: the listener never joins the run (its session is dropped, and
+        the verdict does not expect it: loadtest.verdict.capacity.listeners_expected)."""
+        k = join_step(self.options, self.prov.listeners.index(session.account)) if self.prov is not None else 0
+        if k == 0:
+            return True
+        joined = False
+        try:   # Locust stops its users at the end of the run: a listener still waiting then never joined
+            self.writers_may_start.wait()
+            if self.writing_started_at is None:   # set-up failed or the run ended before the writers started
+                return False
+            joins_at = self.writing_started_at + k * self.options.step_every
+            while not (self.finished or self.writing_closed) and time.time() < joins_at:
+                gevent.sleep(min(0.25, max(0.0, joins_at - time.time())))
+            joined = not (self.finished or self.writing_closed)
+            return joined
+        finally:
+            if not joined and session in self.sessions:
+                self.sessions.remove(session)
 
     def start_listener(self, session) -> Exception | None:
         """Subscribe and wait until ready; a failure is reported (its subscriptions' verdicts are then
@@ -402,7 +432,9 @@ class Run:
                       writing_started_at=self.writing_started_at, writing_stopped_at=self.writing_stopped_at,
                       counters=counters, server_stats_at_end=self.server_stats_at_end, stress=self.stress,
                       write_failures=list(self.write_failures), slow_listeners=self.slow_listeners(),
-                      **{"generator": self.generator.figures, "server": self.server_info, **extra})
+                      **{"generator": self.generator.figures, "server": self.server_info,
+                         "generator_timeline": [(t, c, lag, "this process") for t, c, lag in self.generator.timeline],
+                         **extra})
 
     def close(self, report: dict | None = None) -> None:
         """After the verdict: remove the run's namespace and users (--cleanup)."""

@@ -383,8 +383,9 @@ class StressRecorder:
             s9.setdefault("details", {})["memtable_budget"] = budget
         return s9
 
-    def verdicts(self, record, results) -> dict:
-        """S1–S10, SC-057 and GEN from the monitor's samples and the run's record (loadtest.run.record)."""
+    def verdicts(self, record, results, capacity: dict | None = None) -> dict:
+        """S1–S10, SC-057 and GEN from the monitor's samples and the run's record (loadtest.run.record);
+        ``capacity``: a stepped load's (checks.capacity), which S10 is judged past."""
         o, run, mon = self.o, record, self.monitor
         samples = mon.samples()
         ls = self.load_start or run.writing_started_at or run.started_at
@@ -494,9 +495,9 @@ class StressRecorder:
         out["S10"] = st.degradation(
             requests=self.tally.requests, errors=dict(self.tally.errors), slow=slow, slow_ms=o.query_p95_ms,
             server_crashed=gone, health_ok_after=self.health_ok_after,
-            disconnects=[(d["t"], d["listener"]) for d in unexpected], listeners=o.listeners,
+            disconnects=[(d["t"], d["listener"]) for d in unexpected], listeners=max(o.listeners, len(run.sessions)),
             lost_acked=lost if not run.flags.get("interrupted") else None,
-            crashed_at=mon.server_gone_at, load_start=ls, title=TITLES["S10"])
+            crashed_at=mon.server_gone_at, load_start=ls, capacity=capacity, title=TITLES["S10"])
         if gone or self.health_ok_after is False:
             out["S10"]["details"]["server_gone_at"] = mon.server_gone_at
             out["S10"]["details"]["health_error"] = self.health_error

@@ -20,6 +20,10 @@ class Writer:
         self.http = http
         self.gen = gen
 
+    def rate(self) -> float:
+        """Writes/s this writer offers now (the run's stepped load, or --write-rate)."""
+        return self.run.write_rate_now()
+
     @property
     def done(self) -> bool:
         return self.run.finished or self.run.writing_closed

@@ -37,7 +37,7 @@ from .paths import CSV_FILES
 from .display import (MB, listeners_from_report, monitor_series, run_health, run_marks, run_monitor, run_settings,
                       stress_overlay)
 from .report import comparison_view
-from .timeseries import TimeSeries
+from .timeseries import series_of
 
 STATIC = Path(__file__).resolve().parent.parent / "static"   # shared with the live view
 UPLOT_VERSION = "1.6.32"
@@ -46,14 +46,7 @@ UPLOT_VERSION = "1.6.32"
 def build_series(run) -> tuple[dict, dict]:
     """Per-second columns and the latency histogram of the whole run (a Record), from the ledgers and the
     logs (on a distributed master: the merged ledger, and the arrivals' series each worker computed)."""
-    ts = TimeSeries(getattr(run.options, "latency_from", "sent"))
-    for key, led in run.ledgers.items():
-        ts.add_ledger(key, led.view(), final=True)
-    for s in run.sessions:
-        for st in s.subs.values():
-            ts.add_log(st.log, run.ledgers[st.spec.table.key])
-    for part in run.series_parts:
-        ts.merge_wire(part)
+    ts = series_of(run)
     return ts.columns(), ts.histogram(threshold_ms=getattr(run.options, "latency_threshold_ms", None))
 
 

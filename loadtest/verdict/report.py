@@ -46,6 +46,7 @@ def console_lines(report: dict, files: list | None = None) -> list[str]:
              + f" ({report['run'].get('workload', '?')} workload)"]
     if files:
         lines += _wrap("reports: " + ", ".join(files), indent=11)
+    lines += capacity_lines(report.get("capacity"), report.get("figures", {}).get("capacity"))
     skipped: dict = {}
     for sid, s in report["scenarios"].items():
         if s["verdict"] == "skipped":
@@ -63,6 +64,26 @@ def console_lines(report: dict, files: list | None = None) -> list[str]:
         lines += _wrap(f"note: {note}")
     s = report["summary"]
     lines.append(f"  OVERALL {s['verdict'].upper()} (exit code {s['exit_code']})")
+    return lines
+
+
+def capacity_lines(cap: dict | None, figure: str | None) -> list[str]:
+    """A stepped load's steps as a table, then its capacity figure (checks.capacity.capacity_text)."""
+    if not cap or not cap.get("steps"):
+        return []
+    q = f"p{cap.get('quantile', 99.0):g}"
+    lines = ["  stepped load: step  offered/s  acked/s  deliveries/s  listeners  lost  "
+             f"{q + ' ms':>8}  rejected  failed  disconn.  gen CPU  held"]
+    for x in cap["steps"]:
+        p = x.get(f"latency_{q}_ms")
+        gen = x.get("generator_cpu_pct")
+        lines.append(f"  {x['index'] + 1:>16}  {x['offered_writes_per_s']:>9,.0f}  {x['acked_writes_per_s']:>7,.0f}  "
+                     f"{x['deliveries_per_s']:>12,.0f}  {x['listeners']:>9}  {x['lost']:>4,}  "
+                     f"{'-' if p is None else f'{p:,.1f}':>8}  {x['rejected']:>8,}  {x['failed']:>6,}  "
+                     f"{x['disconnects']:>8,}  {'-' if gen is None else f'{gen:.0f} %':>7}  "
+                     + ("yes" if x["held"] else "no" + (" (generator saturated)" if x["generator_saturated"] else "")))
+    if figure:
+        lines += _wrap(f"capacity: {figure}", indent=12)
     return lines
 
 

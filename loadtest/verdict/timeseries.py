@@ -34,7 +34,7 @@ from operator import add, is_not, itemgetter, ne, sub
 from checks.histogram import LatencyHistogram
 from checks.model import KIND_DELETE, KIND_SNAPSHOT, OUTCOME_ACK, OUTCOME_PENDING, seq_commit_seconds
 
-__all__ = ["TimeSeries"]
+__all__ = ["TimeSeries", "series_of"]
 
 _COUNTS = ("writes_sent", "writes_acked", "deliveries")
 _not_none = partial(is_not, None)
@@ -219,3 +219,17 @@ class TimeSeries:
         out["counts"] = counts
         return out
 
+
+
+def series_of(run) -> TimeSeries:
+    """The whole series of a finished run (a Record): its ledgers and logs, and on a distributed master
+    the series each worker computed of its arrivals against the merged ledger."""
+    ts = TimeSeries(getattr(run.options, "latency_from", "sent"))
+    for key, led in run.ledgers.items():
+        ts.add_ledger(key, led.view(), final=True)
+    for s in run.sessions:
+        for st in s.subs.values():
+            ts.add_log(st.log, run.ledgers[st.spec.table.key])
+    for part in run.series_parts:
+        ts.merge_wire(part)
+    return ts

@@ -8,11 +8,13 @@ import logging
 import resource
 import time
 
+from checks.capacity import capacity_text
 from checks.evidence import Evidence, GeneratorHealth, find_outage, judge_run
 from checks.verifier import Thresholds, reconcile, verdicts
 
 from ..run.stress import STRESS_IDS, TITLES, skipped_verdicts
 from . import report as report_mod
+from .capacity import capacity_of, listeners_expected
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,7 @@ def verify(run) -> dict:
     counters = counters_by_key(run.sessions, run.counters)
     flags = dict(run.flags)
     missing = [f for f in run.failed_listeners] + [f"{s.account.user}: {s.vanished}" for s in run.sessions if s.vanished]
-    never_started = max(0, o.listeners - len(run.sessions))
+    never_started = max(0, listeners_expected(run) - len(run.sessions))
     if never_started:
         missing.append(f"{never_started} listener user(s) never started")
     run_flags = {"drain_timed_out": bool(flags.get("drain_timed_out")),
@@ -90,12 +92,18 @@ def verify(run) -> dict:
                  "missing_listeners": missing, "slow_listeners": list(run.slow_listeners)}
     scen = {}
     notes = []
+    cap = None
     if not flags.get("setup_error"):
+        try:
+            cap = capacity_of(run, results)
+        except Exception as exc:  # a bug in the capacity figures must not lose the report
+            log.exception("capacity figures failed")
+            notes.append(f"capacity figures failed: {type(exc).__name__}: {exc}")
         v = verdicts(list(run.ledgers.values()), results, counters, run_flags, thresholds_from(o, run.accepted_known, queue_drops_counted(run)))
         scen = {k: x.to_dict() for k, x in v.items()}
         if run.stress is not None:
             try:
-                scen.update(run.stress.verdicts(run, results))
+                scen.update(run.stress.verdicts(run, results, cap))
             except Exception as exc:  # a bug in the stress evidence must not lose the report
                 log.exception("stress verdicts failed")
                 for sid in STRESS_IDS:
@@ -159,6 +167,9 @@ def verify(run) -> dict:
     figures["verification_seconds"] = round(time.time() - t0, 3)
     rep = report_mod.build(run_info, judged.scenarios, figures, [r.to_dict() for r in results],
                            judged.notes + notes, verdict=judged.verdict)
+    rep["capacity"] = cap
+    if cap is not None:
+        rep["figures"]["capacity"] = capacity_text(cap)
     if run.distributed is not None:
         rep["distributed"] = run.distributed
     if run.stress is not None:
