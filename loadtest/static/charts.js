@@ -2,8 +2,9 @@
  * Needs uPlot (vendored: loadtest/static/uPlot.iife.min.js). No network, no build step.
  * For the tests (and anyone reading the page's state): window.LT.points[name] = number of data points
  * drawn by each chart; LT.charts[name] = its uPlot instance (u._lt: what the chart was drawn from, and
- * for the histogram u._lt.tickLabels, the x labels drawn); a chart without data is a div.nodata with
- * the reason; the histogram's element carries data-threshold-ms / -place / data-above. */
+ * for the histogram u._lt.tickLabels, the x labels drawn; for the capacity charts u._lt.markers, the
+ * knee's and the first broken step's markers); a chart without data is a div.nodata with the reason;
+ * the histogram's element carries data-threshold-ms / -place / data-above. */
 (function () {
   "use strict";
   var LT = { points: {}, charts: {} };
@@ -374,8 +375,9 @@
     if (knee) marks.push({ x: knee.offered_writes_per_s, color: KNEE, dash: [], label: "knee: " + rate(knee.offered_writes_per_s) + " writes/s" });
     if (b) marks.push({ x: b.offered_writes_per_s, color: RED, dash: [5, 4], label: "step " + (b.index + 1) + " broke: " + whyBroke(b) });
     var ctx = u.ctx, top = u.bbox.top, right = u.bbox.left + u.bbox.width;
+    u._lt.markers = marks;   // what was drawn where (m.px: canvas pixels), for anyone reading the page's state
     marks.forEach(function (m, row) {
-      var px = u.valToPos(m.x, "x", true);
+      var px = m.px = u.valToPos(m.x, "x", true);
       ctx.save();
       ctx.strokeStyle = m.color; ctx.lineWidth = 2 * dpr; ctx.setLineDash(m.dash.map(function (d) { return d * dpr; }));
       ctx.beginPath(); ctx.moveTo(px, top); ctx.lineTo(px, top + u.bbox.height); ctx.stroke();
@@ -475,10 +477,11 @@
         CAPACITY_COLUMNS.map(function (c) { return "<td data-col='" + c[0] + "'>" + cells[c[0]] + "</td>"; }).join("") + "</tr>";
     }).join("");
   }
-  /* Whose limit it was, in words: a generator's limit is not the server's capacity. */
+  /* Whose limit it was, in words, with the generator's figures in the step that broke: a generator's
+   * limit is not the server's capacity. */
   function limitText(cap) {
     var b = brokenStep(cap);
-    if (!b) return "No step broke: the load never went past capacity (raise --step-max).";
+    if (!b) return "";   // the figure says so: the load never went past capacity
     var gen = "CPU " + pct(b.generator_cpu_pct) + " of a core, event-loop lag p95 " + num(b.generator_lag_p95_ms, 1) + " ms";
     if (cap.limited_by === "generator") {
       return "The limit is the load generator's, not the server's: the generator was saturated during step " +
