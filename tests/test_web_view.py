@@ -133,6 +133,9 @@ def test_live_verification_view_in_the_web_ui(tmp_path):
            "--headful", "--web-host", "127.0.0.1", "--web-port", str(port),
            "--writers", "2", "--listeners", "3", "-u", "5", "-r", "5", "--write-rate", "20",
            "--reconnect-every", "0", "--drain-quiet", "1", "--drain-timeout", "10",
+           # a stepped load that hardly steps (40 writes/s offered for 40 s, then 60): the phase names
+           # its step, the final view shows its capacity section
+           "--step-load", "--step-every", "40", "--step-factor", "1.5", "--step-max", "30",
            "--report-json", str(tmp_path / "verdict.json"), "--report-html", str(tmp_path / "report.html"),
            "--report-junit", str(tmp_path / "junit.xml"), "--reports-dir", str(tmp_path / "reports")]
     env = dict(os.environ)
@@ -180,11 +183,20 @@ def test_live_verification_view_in_the_web_ui(tmp_path):
             # the phase with the time left, from the run's start and its run time (locust.conf: 60 s),
             # counted on between the polls: at most a tick (and the floor to a whole second) behind
             phase = drv.find_element(By.ID, "phase").text
-            since_start = time.time() - drv.execute_script("return LT_STATE.clock.started_at")
-            got = re.fullmatch(r"writing: (\d+) s of 60 s, (\d+) s left", phase)
+            now = time.time()
+            clock_now = drv.execute_script("return LT_STATE.clock")
+            since_start = now - clock_now["started_at"]
+            got = re.fullmatch(r"writing: (\d+) s of 60 s, (\d+) s left · step (\d) of 2: (\d+) writes/s offered", phase)
             assert got, phase
             assert int(got.group(1)) + int(got.group(2)) == 60
             assert -0.5 <= since_start - int(got.group(1)) <= 1.9, (phase, since_start)
+            # the step the writing is in: the first 40 s from the writing's start, then the second
+            steps = clock_now["steps"]
+            assert [(s["index"], s["offered"]) for s in steps] == [(0, 40.0), (1, 60.0)]
+            assert steps[1]["start"] - steps[0]["start"] == pytest.approx(40) and steps[1]["end"] is None
+            if abs(now - steps[1]["start"]) > 1.9:   # a second or two at the change may show either
+                step = 0 if now < steps[1]["start"] else 1
+                assert (int(got.group(3)), int(got.group(4))) == (step + 1, int(steps[step]["offered"])), phase
             # provisional: what arrived beyond the writes up to the cutoff is Pending, not more Received
             # than Expected
             table = drv.execute_script(_TABLE_JS, "#listeners table")
@@ -223,7 +235,8 @@ def test_live_verification_view_in_the_web_ui(tmp_path):
                 drv.find_elements(By.CSS_SELECTOR, "a.lt-view-link[href='/verification']")), 10,
                 f"{rows} links to the view in the Charts column")
             assert links[0].text == "/verification" and links[0].get_attribute("href") == base + "/verification"
-            assert re.search(r"^run writing writing: \d+ s of 60 s, \d+ s left /verification$",
+            assert re.search(r"^run writing writing: \d+ s of 60 s, \d+ s left · step \d of 2: \d+ writes/s offered "
+                             r"/verification$",
                              drv.find_element(By.TAG_NAME, "body").text, re.M)
             # ... and its "Download Data" tab links to the view
             tab = drv.find_element(By.XPATH, "//button[contains(translate(., 'abcdefghijklmnopqrstuvwxyz', "
@@ -247,6 +260,16 @@ def test_live_verification_view_in_the_web_ui(tmp_path):
             assert "(provisional)" not in drv.find_element(By.ID, "verdicts").text
             assert drv.execute_script(_TABLE_JS, "#listeners table")["head"] == FINAL_HEADERS
             assert drv.find_element(By.ID, "listeners-note").text == ""
+            # the final report's capacity section, drawn by the report's own function
+            report = json.loads((tmp_path / "verdict.json").read_text())
+            cap = report["capacity"]
+            assert final["capacity"]["steps"] == cap["steps"] and cap["steps"]
+            assert text_of(drv, "#capacity-title") == "Capacity (stepped load)"
+            assert text_of(drv, "#capacity-figure") == report["figures"]["capacity"]
+            rows = drv.execute_script(_TABLE_JS, "#capacity-steps table")["rows"]
+            assert [row["held"] for row in rows] == [held_text(s) for s in cap["steps"]]
+            assert drv.execute_script("return LT.charts['capacity-latency'].data[0]") == \
+                [s["offered_writes_per_s"] for s in cap["steps"]]
             drv.save_screenshot(str(tmp_path / "verification-final.png"))
         assert (tmp_path / "report.html").exists() and (tmp_path / "junit.xml").exists()
         assert (tmp_path / "verification-view.png").stat().st_size > 10_000
@@ -301,6 +324,7 @@ def test_html_report_shows_the_failing_scenario_and_plots(fault_run):
         assert len(listeners) == 6
         assert drv.find_elements(By.CSS_SELECTOR, "#listeners tr.bad")   # some listener lost changes
         assert "write_rate" in drv.find_element(By.ID, "settings").text
+        assert res.report["capacity"] is None and not drv.find_elements(By.ID, "capacity-title")   # no --step-load
         drv.save_screenshot(str(tmp / "report.png"))
 
 
@@ -451,6 +475,133 @@ def test_junit_xml_has_one_failing_testcase_per_failing_scenario(fault_run):
     assert sum(1 for c in cases.values() if any(isinstance(r, Failure) for r in c.result)) == len(res.failing)
 
 
+# ------------------------------------------------------------------------------- (d) a stepped load's capacity
+KNEE = (106, 27, 154)       # the knee's marker (charts.js)
+STEPS = ("--step-load", "--step-every", "3", "--step-factor", "2", "--step-max", "80")
+
+
+@pytest.fixture(scope="module")
+def capacity_run(tmp_path_factory):
+    """A stepped load against a stand-in that acknowledges at most 200 write statements/s: 40, 80, 160
+    and 320 writes/s offered by 4 writers, 3 s a step."""
+    tmp = tmp_path_factory.mktemp("capacity-run")
+    html = tmp / "report.html"
+    res = run_locust(tmp, "--writers", "4", "--listeners", "2", "-u", "6", "-r", "6", "--workload", "shared",
+                     "--reconnect-every", "0", "--drain-quiet", "1", "--drain-timeout", "10", "--write-rate", "10",
+                     *STEPS, "--report-html", str(html), faults={"write_capacity": 200}, run_time="14s", small=False)
+    assert res.report is not None, res.output[-3000:]
+    cap = res.report["capacity"]
+    # the fault breaks the step past 200 writes/s; the steps below it held, so there is a knee
+    assert cap["knee"] is not None and cap["first_broken"] is not None, (cap, res.output[-3000:])
+    return res, html, tmp
+
+
+def held_text(step: dict) -> str:
+    """The step table's "Held / why not" cell."""
+    if step["held"]:
+        return "held"
+    return "broke: " + "; ".join(step["broke"]) + (" (generator saturated)" if step["generator_saturated"] else "")
+
+
+def js_number(x: float) -> str:
+    """String(x) in JavaScript for the values here (160 → "160", 198.5 → "198.5")."""
+    return f"{x:g}"
+
+
+def test_terminal_prints_the_step_table(capacity_run):
+    res, _html, _tmp = capacity_run
+    cap = res.report["capacity"]
+    lines = res.output.splitlines()
+    head = [i for i, line in enumerate(lines) if line.startswith("  stepped load: step  offered/s  acked/s")]
+    assert len(head) == 1, res.output[-3000:]
+    rows = lines[head[0] + 1:head[0] + 1 + len(cap["steps"])]
+    for step, line in zip(cap["steps"], rows):
+        held = "yes" if step["held"] else "no" + (" (generator saturated)" if step["generator_saturated"] else "")
+        assert re.fullmatch(rf"\s+{step['index'] + 1}\s+{step['offered_writes_per_s']:,.0f}\s+"
+                            rf"{step['acked_writes_per_s']:,.0f}\s+{step['deliveries_per_s']:,.0f}\s+"
+                            rf"{step['listeners']}\s+{step['lost']:,}\s+.*\s{re.escape(held)}", line), (step, line)
+    assert lines[head[0] + 1 + len(cap["steps"])].startswith(
+        "  capacity: " + res.report["figures"]["capacity"][:40])
+
+
+def test_html_report_plots_the_capacity_with_the_knee_marked(capacity_run):
+    require_chromium()
+    from loadtest.verdict.files import html_report
+
+    res, html, tmp = capacity_run
+    cap, figure = res.report["capacity"], res.report["figures"]["capacity"]
+    steps, knee, broken = cap["steps"], cap["steps"][cap["knee"]], cap["steps"][cap["first_broken"]]
+    with chromium(tmp) as drv:
+        from selenium.webdriver.common.by import By
+
+        drv.get(html.as_uri())
+        wait_for(lambda: drv.execute_script("return window.LT_REPORT_READY === true"), 15, "the report's script")
+        assert text_of(drv, "#capacity-title") == "Capacity (stepped load)"
+        assert text_of(drv, "#capacity-figure") == figure
+        limit = drv.find_element(By.ID, "capacity-limit")
+        assert limit.get_attribute("data-limited-by") == cap["limited_by"] == "server"
+        assert limit.text == (f"The limit is the server's: during step {broken['index'] + 1} the load generator was "
+                              f"not saturated (CPU {fixed(broken['generator_cpu_pct'], 0)} % of a core, event-loop "
+                              f"lag p95 {fixed(broken['generator_lag_p95_ms'], 1)} ms).")
+
+        # the latency chart: one point per step at its offered rate, the threshold, the knee marked
+        el = drv.find_element(By.ID, "chart-capacity-latency")
+        assert el.get_attribute("data-knee-offered") == js_number(knee["offered_writes_per_s"])
+        assert el.get_attribute("data-broken-offered") == js_number(broken["offered_writes_per_s"])
+        assert el.get_attribute("data-steps") == str(len(steps))
+        u = drv.execute_script("const u = LT.charts['capacity-latency']; return {data: u.data, labels: "
+                               "u.series.map(s => s.label), markers: u._lt.markers, min: u.scales.x.min, "
+                               "max: u.scales.x.max, left: u.bbox.left, width: u.bbox.width}")
+        assert u["labels"] == ["offered", "p50", "p95", "p99"]
+        assert u["data"][0] == [s["offered_writes_per_s"] for s in steps]
+        for k, p in enumerate(("p50", "p95", "p99"), start=1):
+            assert u["data"][k] == [s[f"latency_{p}_ms"] for s in steps], p
+        assert [(m["x"], m["label"]) for m in u["markers"]] == [
+            (knee["offered_writes_per_s"], f"knee: {knee['offered_writes_per_s']:,.0f} writes/s"),
+            (broken["offered_writes_per_s"],
+             f"step {broken['index'] + 1} broke: {broken['broke'][0]}" +
+             (f" (+{len(broken['broke']) - 1} more)" if len(broken["broke"]) > 1 else ""))]
+        # the knee's line, drawn where its offered rate is on the log axis, over the whole plot
+        marker = drv.execute_script(_COLUMN_JS, "capacity-latency", *KNEE)
+        lo, hi = math.log(u["min"]), math.log(u["max"])
+        at = u["left"] + (math.log(knee["offered_writes_per_s"]) - lo) / (hi - lo) * u["width"]
+        assert abs(marker["x"] - at) <= 2, (marker, at)
+        assert marker["n"] >= 0.9 * marker["height"], marker
+
+        # the delivery ratio (%) and the acknowledged writes against the offered ones
+        d = drv.execute_script("const u = LT.charts['capacity-delivery']; return {data: u.data, "
+                               "labels: u.series.map(s => s.label), markers: u._lt.markers.length}")
+        assert d["labels"] == ["offered", "delivery ratio", "acknowledged writes/s", "offered writes/s"]
+        assert d["data"][1] == [None if s["delivery_ratio"] is None else s["delivery_ratio"] * 100 for s in steps]
+        assert d["data"][2] == [s["acked_writes_per_s"] for s in steps] and d["markers"] == 2
+
+        # the step table: a row a step, the knee's named, each held or why not
+        rows = drv.execute_script(_TABLE_JS, "#capacity-steps table")["rows"]
+        assert len(rows) == len(steps)
+        for s, row in zip(steps, rows):
+            assert row["step"] == f"{s['index'] + 1}" + (" (knee)" if s["index"] == cap["knee"] else "")
+            assert row["held"] == held_text(s), (s, row)
+            assert (row["offered"], row["latency"]) == (f"{s['offered_writes_per_s']:,.0f}", fixed(s["latency_p99_ms"], 1))
+        assert rows[cap["first_broken"]]["held"].startswith("broke: acknowledged ")
+        drv.save_screenshot(str(tmp / "report-capacity.png"))
+
+        # the same run had the generator saturated in the step that broke: its limit, not the server's
+        data = report_data(html)
+        data["capacity"]["limited_by"] = "generator"
+        data["capacity"]["steps"][cap["first_broken"]]["generator_saturated"] = True
+        other = tmp / "report-generator.html"
+        other.write_text(html_report(data), encoding="utf-8")
+        drv.get(other.as_uri())
+        wait_for(lambda: drv.execute_script("return window.LT_REPORT_READY === true"), 15, "the report's script")
+        limit = drv.find_element(By.ID, "capacity-limit")
+        assert limit.get_attribute("data-limited-by") == "generator" and "bad" in limit.get_attribute("class")
+        assert limit.text.startswith(f"The limit is the load generator's, not the server's: the generator was "
+                                     f"saturated during step {broken['index'] + 1} (")
+        assert limit.text.endswith("Run more generator processes (--processes N) to find the server's capacity.")
+        assert drv.execute_script(_TABLE_JS, "#capacity-steps table")["rows"][cap["first_broken"]]["held"].endswith(
+            " (generator saturated)")
+
+
 # ------------------------------------------------------------------------------- no browser needed
 def test_junit_maps_every_verdict(tmp_path):
     from junitparser import Error, Failure, JUnitXml, Skipped
@@ -470,6 +621,44 @@ def test_junit_maps_every_verdict(tmp_path):
     assert got == {"A": [], "B": [Failure], "C": [Error], "D": [Skipped], "E": []}
     suite = next(iter(xml))
     assert (suite.tests, suite.failures, suite.errors, suite.skipped) == (5, 1, 1, 1)
+
+
+def test_the_phase_names_the_step_of_a_stepped_load():
+    """The view's phase text (and the page's, from the same clock) during a --step-load run."""
+    from types import SimpleNamespace
+
+    from checks.capacity import StepSchedule
+    from loadtest.verdict.display import run_clock, writing_text
+
+    run = SimpleNamespace(started_at=1000.0, writing_started_at=1002.0, options=SimpleNamespace(writers=4),
+                          step_schedule=StepSchedule(base=10, factor=2, every=3, top=80))
+    clock = run_clock(run, 14)
+    assert clock["steps"] == [{"index": 0, "start": 1002.0, "end": 1005.0, "offered": 40.0},
+                              {"index": 1, "start": 1005.0, "end": 1008.0, "offered": 80.0},
+                              {"index": 2, "start": 1008.0, "end": 1011.0, "offered": 160.0},
+                              {"index": 3, "start": 1011.0, "end": None, "offered": 320.0}]
+    assert writing_text(clock, 1009.5) == "writing: 9 s of 14 s, 5 s left · step 3 of 4: 160 writes/s offered"
+    assert writing_text(clock, 1002.5) == "writing: 2 s of 14 s, 12 s left · step 1 of 4: 40 writes/s offered"
+    assert writing_text(clock, 1016.0) == ("writing: 14 s of 14 s, run time over: the writers stop · "
+                                           "step 4 of 4: 320 writes/s offered")
+    # a run time that ends inside the second step: two steps, the last cut short
+    assert writing_text(run_clock(run, 6), 1005.2) == "writing: 5 s of 6 s, 1 s left · step 2 of 2: 80 writes/s offered"
+    # until stopped: the schedule's own steps, the top one lasting
+    assert writing_text(run_clock(run, None), 1100.0) == ("writing: 100 s (no run time: until stopped) · "
+                                                          "step 4 of 4: 320 writes/s offered")
+    # a factor of 1.5 offers fractions of a write/s per writer; no step before the writing starts
+    run.step_schedule = StepSchedule(base=15, factor=1.5, every=3, top=80)
+    assert writing_text(run_clock(run, 60), 1006.0).endswith("· step 2 of 6: 90 writes/s offered")
+    assert writing_text(run_clock(run, 60), 1015.0).endswith("· step 5 of 6: 303.8 writes/s offered")
+    run.options.writers = 1
+    assert writing_text(run_clock(run, 60), 1006.0).endswith("· step 2 of 6: 22.5 writes/s offered")
+    assert writing_text(run_clock(run, 60), 1012.0).endswith("· step 4 of 6: 50.6 writes/s offered")
+    run.writing_started_at = None
+    assert run_clock(run, 60)["steps"] is None
+    # a steady load: no step
+    steady = SimpleNamespace(started_at=1000.0, writing_started_at=1002.0, options=SimpleNamespace(writers=4),
+                             step_schedule=None)
+    assert writing_text(run_clock(steady, 60), 1023.2) == "writing: 23 s of 60 s, 37 s left"
 
 
 def test_time_series_from_a_ledger_and_a_log():

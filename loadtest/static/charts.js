@@ -2,8 +2,9 @@
  * Needs uPlot (vendored: loadtest/static/uPlot.iife.min.js). No network, no build step.
  * For the tests (and anyone reading the page's state): window.LT.points[name] = number of data points
  * drawn by each chart; LT.charts[name] = its uPlot instance (u._lt: what the chart was drawn from, and
- * for the histogram u._lt.tickLabels, the x labels drawn); a chart without data is a div.nodata with
- * the reason; the histogram's element carries data-threshold-ms / -place / data-above. */
+ * for the histogram u._lt.tickLabels, the x labels drawn; for the capacity charts u._lt.markers, the
+ * knee's and the first broken step's markers); a chart without data is a div.nodata with the reason;
+ * the histogram's element carries data-threshold-ms / -place / data-above. */
 (function () {
   "use strict";
   var LT = { points: {}, charts: {} };
@@ -74,6 +75,7 @@
   var TIME_SERIES = { label: "Time", value: legendValue(clock) };
   var TIME_AXIS = { space: 80, values: function (u, splits) { return splits.map(clock); } };
 
+  /* (uPlot leaves its axes' textAlign on the context: each label sets its own) */
   function vline(u, t, color, label, row) {
     var x = u.valToPos(t, "x", true);
     if (!(x >= u.bbox.left && x <= u.bbox.left + u.bbox.width)) return;
@@ -81,7 +83,7 @@
     ctx.save();
     ctx.strokeStyle = color; ctx.setLineDash([4, 4]); ctx.lineWidth = 1;
     ctx.beginPath(); ctx.moveTo(x, u.bbox.top); ctx.lineTo(x, u.bbox.top + u.bbox.height); ctx.stroke();
-    if (label) { ctx.fillStyle = color; ctx.font = "11px sans-serif"; ctx.fillText(label, x + 3, u.bbox.top + 12 + 13 * (row || 0)); }
+    if (label) { ctx.fillStyle = color; ctx.font = "11px sans-serif"; ctx.textAlign = "left"; ctx.fillText(label, x + 3, u.bbox.top + 12 + 13 * (row || 0)); }
     ctx.restore();
   }
   function hline(u, y, scale, color, label) {
@@ -91,7 +93,7 @@
     ctx.save();
     ctx.strokeStyle = color; ctx.setLineDash([6, 4]); ctx.lineWidth = 1;
     ctx.beginPath(); ctx.moveTo(u.bbox.left, py); ctx.lineTo(u.bbox.left + u.bbox.width, py); ctx.stroke();
-    if (label) { ctx.fillStyle = color; ctx.font = "11px sans-serif"; ctx.fillText(label, u.bbox.left + 4, py - 3); }
+    if (label) { ctx.fillStyle = color; ctx.font = "11px sans-serif"; ctx.textAlign = "left"; ctx.fillText(label, u.bbox.left + 4, py - 3); }
     ctx.restore();
   }
   function shade(u, t0, t1, color, label) {
@@ -101,7 +103,7 @@
     if (b <= a) return;
     var ctx = u.ctx;
     ctx.save(); ctx.fillStyle = color; ctx.fillRect(a, u.bbox.top, b - a, u.bbox.height);
-    if (label) { ctx.fillStyle = "#444"; ctx.font = "11px sans-serif"; ctx.fillText(label, a + 3, u.bbox.top + u.bbox.height - 5); }
+    if (label) { ctx.fillStyle = "#444"; ctx.font = "11px sans-serif"; ctx.textAlign = "left"; ctx.fillText(label, a + 3, u.bbox.top + u.bbox.height - 5); }
     ctx.restore();
   }
 
@@ -356,6 +358,184 @@
     }, [xs, counts]);
   };
 
+  /* ---- a stepped load (--step-load): report.capacity (loadtest.verdict.display.capacity_view) ---- */
+  var KNEE = "#6a1b9a";
+  /* writes/s as the phase text has them (loadtest.verdict.display.rate_text): 160, 337.5, 1,000 */
+  function rate(v) { return missing(v) ? "–" : thousands(Math.round(v * 10) / 10); }
+  function kneeStep(cap) { return missing(cap.knee) ? null : cap.steps[cap.knee]; }
+  function brokenStep(cap) { return missing(cap.first_broken) ? null : cap.steps[cap.first_broken]; }
+  function whyBroke(b) {
+    return b.broke.length ? b.broke[0] + (b.broke.length > 1 ? " (+" + (b.broke.length - 1) + " more)" : "") : "";
+  }
+  /* The knee (solid) and the first step that broke (dashed), each labelled, on a chart whose x is the
+   * offered writes/s; a label that would run past the plot's right edge stands left of its line. */
+  function stepMarks(u) {
+    var cap = u._lt.cap, knee = kneeStep(cap), b = brokenStep(cap), dpr = window.devicePixelRatio || 1;
+    var marks = [];
+    if (knee) marks.push({ x: knee.offered_writes_per_s, color: KNEE, dash: [], label: "knee: " + rate(knee.offered_writes_per_s) + " writes/s" });
+    if (b) marks.push({ x: b.offered_writes_per_s, color: RED, dash: [5, 4], label: "step " + (b.index + 1) + " broke: " + whyBroke(b) });
+    var ctx = u.ctx, top = u.bbox.top, right = u.bbox.left + u.bbox.width;
+    u._lt.markers = marks;   // what was drawn where (m.px: canvas pixels), for anyone reading the page's state
+    marks.forEach(function (m, row) {
+      var px = m.px = u.valToPos(m.x, "x", true);
+      ctx.save();
+      ctx.strokeStyle = m.color; ctx.lineWidth = 2 * dpr; ctx.setLineDash(m.dash.map(function (d) { return d * dpr; }));
+      ctx.beginPath(); ctx.moveTo(px, top); ctx.lineTo(px, top + u.bbox.height); ctx.stroke();
+      ctx.fillStyle = m.color; ctx.font = "bold " + 11 * dpr + "px sans-serif";
+      var w = ctx.measureText(m.label).width, leftOf = px + 5 * dpr + w > right;
+      ctx.textAlign = leftOf ? "right" : "left";
+      ctx.fillText(m.label, px + (leftOf ? -5 : 5) * dpr, top + (14 + 14 * row) * dpr);
+      ctx.restore();
+    });
+  }
+  /* x: the offered writes/s on a log scale (each step × --step-factor: evenly spaced), a tick at every step */
+  function offeredAxis(steps) {
+    var xs = steps.map(function (s) { return s.offered_writes_per_s; });
+    return {
+      xs: xs,
+      scale: { time: false, distr: 3, log: 2, range: function (u) { return [xs[0] / 1.3, xs[xs.length - 1] * 1.3]; } },
+      axis: { label: "offered writes/s (log scale)", splits: function () { return xs; },
+              values: function (u, splits) { return splits.map(rate); } },
+      series: { label: "offered", value: legendValue(function (v) { return rate(v) + " writes/s"; }) }
+    };
+  }
+  function column(steps, key, scale) {
+    return steps.map(function (s) { return missing(s[key]) ? null : s[key] * (scale || 1); });
+  }
+
+  function capacityLatency(el, cap, latencyFrom) {
+    var steps = cap.steps, q = "p" + cap.quantile;
+    var title = "Delivery latency against offered load (ms, from " + (latencyFrom || "sent") + ")";
+    if (!steps.length) return noData("capacity-latency", el, title, "no step of the stepped load ran");
+    // p50, p95, p99, and the threshold's own quantile when it is another (--latency-quantile)
+    var colors = { p50: "#1e88e5", p95: "#f57c00", p99: "#c62828" }, keys = ["p50", "p95", "p99"];
+    if (keys.indexOf(q) < 0) { keys.push(q); colors[q] = "#4e342e"; }
+    var ys = keys.map(function (k) { return column(steps, "latency_" + k + "_ms"); });
+    if (!count(ys[keys.indexOf(q)])) return noData("capacity-latency", el, title, NO_ARRIVAL);
+    var x = offeredAxis(steps), ms = legendValue(fixed(1, " ms"));
+    el.setAttribute("data-steps", String(steps.length));
+    return plot("capacity-latency", el, {
+      title: title,
+      _lt: { cap: cap, threshold: cap.threshold_ms, top: 1.4 * cap.threshold_ms },   // the markers' labels above the threshold
+      scales: { x: x.scale, y: { range: function (u, lo, hi) { return [0, Math.max(u._lt.top, 1.1 * (hi || 0))]; } } },
+      series: [x.series].concat(keys.map(function (k) {
+        return { label: k, stroke: colors[k], width: 1.5, points: { show: true, size: 7 }, value: ms };
+      })),
+      axes: [x.axis, { label: "ms" }],
+      hooks: { draw: [function (u) {
+        hline(u, u._lt.threshold, "y", RED, "threshold " + u._lt.cap.threshold_ms + " ms (p" + u._lt.cap.quantile + ")");
+        stepMarks(u);
+      }] }
+    }, [x.xs].concat(ys));
+  }
+
+  /* The delivery ratio (left, %) and the acknowledged writes against the offered ones (right): where
+   * the acknowledged line leaves the offered one, the server (or the generator) no longer keeps up. */
+  function capacityDelivery(el, cap) {
+    var steps = cap.steps;
+    var title = "Delivery ratio and acknowledged writes against offered load";
+    if (!steps.length) return noData("capacity-delivery", el, title, "no step of the stepped load ran");
+    var x = offeredAxis(steps), ratio = column(steps, "delivery_ratio", 100), rateFmt = legendValue(function (v) { return rate(v) + "/s"; });
+    var lowest = Math.min.apply(null, ratio.filter(function (v) { return !missing(v); }).concat([100]));
+    return plot("capacity-delivery", el, {
+      title: title,
+      _lt: { cap: cap, low: Math.max(0, Math.min(90, Math.floor(lowest) - 5)) },
+      // headroom above 100 %, where the markers' labels stand clear of a ratio that held
+      scales: { x: x.scale, pct: { range: function (u) { return [u._lt.low, 100 + 0.3 * (100 - u._lt.low)]; } },
+                wps: { range: function (u, lo, hi) { return [0, 1.1 * (hi || 1)]; } } },
+      series: [x.series,
+               { label: "delivery ratio", stroke: "#1e88e5", width: 1.5, scale: "pct", points: { show: true, size: 7 },
+                 value: legendValue(function (v) { return v.toFixed(v === 100 ? 0 : 3) + " %"; }) },
+               { label: "acknowledged writes/s", stroke: "#43a047", width: 2, scale: "wps", points: { show: true, size: 7 },
+                 value: rateFmt },
+               { label: "offered writes/s", stroke: "#9e9e9e", width: 1, dash: [6, 4], scale: "wps", value: rateFmt }],
+      axes: [x.axis, { scale: "pct", label: "delivered %",
+                       values: function (u, splits) { return splits.map(function (v) { return v > 100 ? "" : String(v); }); } },
+             { scale: "wps", side: 1, label: "writes/s", grid: { show: false } }],
+      hooks: { draw: [stepMarks] }
+    }, [x.xs, ratio, column(steps, "acked_writes_per_s"), x.xs]);
+  }
+
+  var CAPACITY_COLUMNS = [["step", "Step"], ["offered", "Offered writes/s"], ["acked", "Acked writes/s"],
+    ["deliveries", "Deliveries/s"], ["listeners", "Listeners"], ["lost", "Lost"], ["latency", null],
+    ["rejected", "Rejected"], ["failed", "Failed"], ["disconnects", "Disconnects"], ["server_cpu", "Server CPU"],
+    ["generator_cpu", "Generator CPU"], ["held", "Held / why not"]];
+  function pct(v) { return missing(v) ? "–" : v.toFixed(0) + " %"; }
+  function heldText(s) {
+    return s.held ? "held" : "broke: " + s.broke.join("; ") + (s.generator_saturated ? " (generator saturated)" : "");
+  }
+  function capacityRows(cap) {
+    var q = "p" + cap.quantile;
+    return cap.steps.map(function (s) {
+      var knee = s.index === cap.knee, cells = {
+        step: (s.index + 1) + (knee ? " (knee)" : ""), offered: rate(s.offered_writes_per_s), acked: rate(s.acked_writes_per_s),
+        deliveries: rate(s.deliveries_per_s), listeners: num(s.listeners), lost: thousands(s.lost),
+        latency: num(s["latency_" + q + "_ms"], 1), rejected: thousands(s.rejected), failed: thousands(s.failed),
+        disconnects: thousands(s.disconnects), server_cpu: pct(s.server_cpu_pct), generator_cpu: pct(s.generator_cpu_pct),
+        held: esc(heldText(s)) };
+      return "<tr data-step='" + s.index + "' class='" + (s.held ? "" : "bad") + (knee ? " knee" : "") + "'>" +
+        CAPACITY_COLUMNS.map(function (c) { return "<td data-col='" + c[0] + "'>" + cells[c[0]] + "</td>"; }).join("") + "</tr>";
+    }).join("");
+  }
+  /* Whose limit it was, in words, with the generator's figures in the step that broke: a generator's
+   * limit is not the server's capacity. */
+  function limitText(cap) {
+    var b = brokenStep(cap);
+    if (!b) return "";   // the figure says so: the load never went past capacity
+    var gen = "CPU " + pct(b.generator_cpu_pct) + " of a core, event-loop lag p95 " + num(b.generator_lag_p95_ms, 1) + " ms";
+    if (cap.limited_by === "generator") {
+      return "The limit is the load generator's, not the server's: the generator was saturated during step " +
+        (b.index + 1) + " (" + gen + "), so what broke there says nothing of the server. Run more generator " +
+        "processes (--processes N) to find the server's capacity.";
+    }
+    return "The limit is the server's: during step " + (b.index + 1) + " the load generator was not saturated (" + gen + ").";
+  }
+  function scheduleText(cap) {
+    var sc = cap.schedule || {};
+    return "Steps of " + num(sc.every_s) + " s: from " + rate(sc.from_per_writer) + " writes/s per writer, × " +
+      num(sc.factor) + " a step, up to " + rate(sc.max_per_writer) + " (" + num(sc.writers) + " writers). A step held when " +
+      "nothing it wrote was lost, p" + cap.quantile + " ≤ " + cap.threshold_ms + " ms, no write was rejected or failed, " +
+      "no listener disconnected unexpectedly and at least " + Math.round(100 * cap.keep_up) + " % of the offered writes were acknowledged.";
+  }
+
+  /* The capacity section, in el (the report's and the live view's): the figure in words, whose limit,
+   * the two charts and the step table; nothing without a stepped load. The latency chart's element
+   * carries data-knee-offered / data-broken-offered (writes/s) and data-steps. */
+  LT.capacity = function (el, cap, latencyFrom) {
+    if (!cap) {
+      ["capacity-latency", "capacity-delivery"].forEach(function (k) { if (LT.charts[k]) { LT.charts[k].destroy(); delete LT.charts[k]; } });
+      el.innerHTML = "";
+      return;
+    }
+    if (!el.querySelector("#chart-capacity-latency")) {   // once: the charts are updated in place after
+      el.innerHTML = "<h2 id='capacity-title'>Capacity (stepped load)</h2><p id='capacity-figure'></p>" +
+        "<p id='capacity-limit'></p><p class='muted' id='capacity-schedule'></p><div class='charts'>" +
+        "<div class='chart' id='chart-capacity-latency'></div><div class='chart' id='chart-capacity-delivery'></div></div>" +
+        "<div id='capacity-steps'></div>";
+    }
+    var knee = kneeStep(cap), b = brokenStep(cap), q = "p" + cap.quantile;
+    el.querySelector("#capacity-figure").textContent = cap.figure || "";
+    var limit = el.querySelector("#capacity-limit");
+    limit.textContent = limitText(cap);
+    limit.className = cap.limited_by === "generator" ? "bad" : "";
+    limit.setAttribute("data-limited-by", cap.limited_by || "none");
+    el.querySelector("#capacity-schedule").textContent = scheduleText(cap);
+    var lat = el.querySelector("#chart-capacity-latency");
+    lat.setAttribute("data-knee-offered", knee ? String(knee.offered_writes_per_s) : "");
+    lat.setAttribute("data-broken-offered", b ? String(b.offered_writes_per_s) : "");
+    LT.guarded(lat, function (e) { capacityLatency(e, cap, latencyFrom); });
+    LT.guarded(el.querySelector("#chart-capacity-delivery"), function (e) { capacityDelivery(e, cap); });
+    el.querySelector("#capacity-steps").innerHTML = "<table class='lt num'><thead><tr>" + CAPACITY_COLUMNS.map(function (c) {
+      return "<th>" + (c[1] || q + " ms") + "</th>";
+    }).join("") + "</tr></thead><tbody>" + (capacityRows(cap) || "<tr><td colspan=" + CAPACITY_COLUMNS.length +
+      ">no step ran</td></tr>") + "</tbody></table>";
+  };
+
+  /* A chart that cannot be drawn says so in its place and costs the rest of the page nothing. */
+  LT.guarded = function (el, draw) {
+    try { draw(el); } catch (e) { el.textContent = "could not draw this chart: " + e; }
+  };
+
   LT.verdictTable = function (el, scenarios, provisional) {
     var rows = (scenarios || []).map(function (s) {
       var c = COLORS[s.verdict] || "#333";
@@ -478,5 +658,6 @@
   LT.day = day;
   LT.zone = zone;
   LT.thousands = thousands;
+  LT.rate = rate;
   window.LT = LT;
 })();

@@ -5,6 +5,10 @@ show the same figures the same way. Each takes a Run (during the run) or a Recor
 """
 from __future__ import annotations
 
+import math
+
+from checks.capacity import KEEP_UP, step_windows
+
 MB = 1024 * 1024
 
 
@@ -159,3 +163,63 @@ def run_health(report: dict) -> dict:
             "outage": outage,
             "reconnects": {"forced": figures.get("forced_reconnects"), "resumes": figures.get("resumes"),
                            "refused": (outage or {}).get("reconnects_refused", 0)}}
+
+
+def capacity_view(report: dict | None) -> dict | None:
+    """What the report's and the view's capacity section draws: ``report["capacity"]`` with its figure in
+    words (``figures.capacity``) and the share of the offered writes a step must get acknowledged
+    (checks.capacity.KEEP_UP); None without --step-load."""
+    cap = (report or {}).get("capacity")
+    if not isinstance(cap, dict):
+        return None
+    return {**cap, "figure": ((report or {}).get("figures") or {}).get("capacity"), "keep_up": KEEP_UP}
+
+
+# ---------------------------------------------------------------------------------------- the phase
+def run_clock(run, run_time: float | None) -> dict:
+    """The run's start, its run time (Locust's ``--run-time`` / the form's, s; None: until stopped) and,
+    with --step-load, the steps it goes through: [{"index", "start", "end", "offered"}] (writes/s of all
+    writers; the last step's end None: it lasts to the end of the writing). Locust's timer starts with
+    the run, so the writing ends at start + run time; the steps count from the writing's start."""
+    return {"started_at": run.started_at, "run_time": run_time or None, "steps": planned_steps(run, run_time)}
+
+
+def planned_steps(run, run_time: float | None) -> list | None:
+    schedule, t0 = getattr(run, "step_schedule", None), run.writing_started_at
+    if schedule is None or t0 is None:
+        return None
+    # without a run time the last step lasts until stopped: the schedule's own steps, up to its top
+    end = (run.started_at + run_time if run_time and run.started_at
+           else t0 + (schedule.last + 1) * schedule.every)
+    steps = step_windows(schedule, run.options.writers, t0, max(end, t0 + 1e-3))
+    return [{"index": s.index, "start": s.start, "end": None if i == len(steps) - 1 else s.end,
+             "offered": s.offered} for i, s in enumerate(steps)]
+
+
+def rate_text(v: float) -> str:
+    """160 → "160", 337.5 → "337.5", 1000 → "1,000" (as charts.js's LT.rate)."""
+    s = f"{v:,.1f}"
+    return s[:-2] if s.endswith(".0") else s
+
+
+def step_text(steps: list, now: float) -> str:
+    """"step 3 of 5: 160 writes/s offered": the step the writing is in now."""
+    cur = steps[0]
+    for s in steps:
+        if s["start"] <= now:
+            cur = s
+    return f"step {cur['index'] + 1} of {len(steps)}: {rate_text(cur['offered'])} writes/s offered"
+
+
+def writing_text(clock: dict, now: float) -> str:
+    """"writing: 23 s of 60 s, 37 s left · step 3 of 5: 160 writes/s offered", from ``run_clock`` (the
+    page counts on from the same clock between its polls: loadtest/static/verification.html)."""
+    elapsed = math.floor(max(0.0, now - (clock["started_at"] or now)))
+    total = clock["run_time"]
+    if not total:
+        text = f"writing: {elapsed} s (no run time: until stopped)"
+    elif elapsed >= total:
+        text = f"writing: {total:g} s of {total:g} s, run time over: the writers stop"
+    else:
+        text = f"writing: {elapsed} s of {total:g} s, {total - elapsed:g} s left"
+    return text + (f" · {step_text(clock['steps'], now)}" if clock.get("steps") else "")

@@ -6,13 +6,15 @@ Where they go: ``loadtest.verdict.paths`` (``reports/<run id>/`` by default, ``r
 
 * HTML (``--report-html``, default ``{run_dir}/report.html``): one file that opens offline (the vendored
   uPlot library, its CSS and the chart script are inlined), readable without hovering: a run-health
-  line (load generator, rejected writes, disconnects, outage, reconnects), the verdict table, and
-  plots: delivery latency percentiles per second, the latency histogram (SC-054's threshold marked,
-  the share above it in its title), writes and deliveries per listener per second, server memory from
-  0 with its growth over the baseline, and CPU (with the stress verdicts' baseline, steady part / leak
-  fit and release window marked when the report has them); a plot without data says why. Then
-  per-listener figures, the figures, settings and scenario details as tables, notes. Times are clock
-  times.
+  line (load generator, rejected writes, disconnects, outage, reconnects), the verdict table; with
+  --step-load the capacity section (the capacity figure, whose limit it was, delivery latency and the
+  delivery ratio with the acknowledged writes against each step's offered writes/s, the knee and the
+  first step that broke marked, the step table); then plots: delivery latency percentiles per second,
+  the latency histogram (SC-054's threshold marked, the share above it in its title), writes and
+  deliveries per listener per second, server memory from 0 with its growth over the baseline, and CPU
+  (with the stress verdicts' baseline, steady part / leak fit and release window marked when the report
+  has them); a plot without data says why. Then per-listener figures, the figures, settings and
+  scenario details as tables, notes. Times are clock times.
 * JUnit (``--report-junit``, default ``{run_dir}/junit.xml``): one ``<testcase>`` per scenario;
   ``fail`` → ``<failure>``, ``inconclusive`` → ``<error>`` (the evidence is incomplete: neither a pass
   nor a proven failure), ``skipped`` → ``<skipped>``.
@@ -34,8 +36,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 from .paths import CSV_FILES
-from .display import (MB, listeners_from_report, monitor_series, run_health, run_marks, run_monitor, run_settings,
-                      stress_overlay)
+from .display import (MB, capacity_view, listeners_from_report, monitor_series, run_health, run_marks, run_monitor,
+                      run_settings, stress_overlay)
 from .report import comparison_view
 from .timeseries import series_of
 
@@ -163,6 +165,7 @@ def write_files(run, report: dict, series: dict, hist: dict, sampled: dict | Non
                     "settings": run_settings(run),
                     "listeners": listeners_from_report(report, getattr(o, "latency_from", "sent")),
                     "comparison": comparison_view(report.get("comparison")),
+                    "capacity": capacity_view(report),
                     "health": run_health(report), "generated_at": time.time()}
             _write(html_path, html_report(data))
             log.info("HTML report written to %s", html_path)
@@ -243,7 +246,7 @@ _BODY = """
 <h2>Scenarios</h2>
 <div id="verdicts"></div>
 <ul class="notes" id="notes"></ul>
-{comparison}<h2>Plots</h2>
+{comparison}{capacity}<h2>Plots</h2>
 <div class="charts">
   <div class="chart" id="chart-latency"></div>
   <div class="chart" id="chart-histogram"></div>
@@ -260,6 +263,10 @@ _BODY = """
 <h2>Scenario details</h2>
 <div id="details"></div>
 <p class="muted">Charts: uPlot """ + UPLOT_VERSION + """ (MIT licence, Leon Sorokin), inlined.</p>
+"""
+
+# only in a report of a run with --step-load: charts.js's LT.capacity fills it
+_CAPACITY = """<section id="capacity"></section>
 """
 
 # only in a report of a run with --compare-to
@@ -285,13 +292,12 @@ _SCRIPT = """
   if (D.comparison) LT.comparisonTable(document.getElementById("comparison"), D.comparison);
   document.getElementById("notes").innerHTML = (R.notes || []).map(function (n) { return "<li>" + LT.esc(n) + "</li>"; }).join("");
   var thr = (D.settings || {}).latency_threshold_ms, from = (D.settings || {}).latency_from;
-  // a chart that cannot be drawn says so in its place and costs the rest of the report nothing
+  if (D.capacity) LT.guarded(document.getElementById("capacity"), function (el) { LT.capacity(el, D.capacity, from); });
   [["latency", function (el) { LT.latency(el, D.series, thr, from, D.marks); }],
    ["histogram", function (el) { LT.histogram(el, D.histogram); }],
    ["throughput", function (el) { LT.throughput(el, D.series, D.marks, (D.settings || {}).listeners); }],
    ["server", function (el) { LT.server(el, D.server, D.marks, D.stress); }]].forEach(function (chart) {
-    var el = document.getElementById("chart-" + chart[0]);
-    try { chart[1](el); } catch (e) { el.textContent = "could not draw this chart: " + e; }
+    LT.guarded(document.getElementById("chart-" + chart[0]), chart[1]);
   });
   if (D.stress) {
     var st = D.stress, txt = [];
@@ -336,7 +342,8 @@ def html_report(data: dict) -> str:
     payload = json.dumps(json_safe(data), default=str, allow_nan=False).replace("</", "<\\/")
     summary = (data.get("report") or {}).get("summary") or {}
     title = f"KalamDB live-query verification: {str(summary.get('verdict', '?')).upper()}"
-    body = _BODY.replace("{comparison}", _COMPARISON if data.get("comparison") else "")
+    body = (_BODY.replace("{comparison}", _COMPARISON if data.get("comparison") else "")
+            .replace("{capacity}", _CAPACITY if data.get("capacity") else ""))
     return ("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{title}</title>\n<style>{css}\n{_CSS}</style>\n</head>\n<body>\n{body}\n"
             f"<script type=\"application/json\" id=\"lt-data\">{payload}</script>\n"

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 import pickle
 import struct
@@ -41,8 +40,8 @@ import psutil
 from gevent import subprocess as gsp
 
 from ..run import drain
-from ..verdict.display import (MB, listeners_from_report, monitor_series, run_marks, run_monitor, run_settings,
-                               stress_overlay)
+from ..verdict.display import (MB, capacity_view, listeners_from_report, monitor_series, run_clock, run_marks,
+                               run_monitor, run_settings, stress_overlay, writing_text)
 from ..verdict.timeseries import TimeSeries
 from ..verdict.verify import thresholds_from
 
@@ -143,23 +142,11 @@ class Observer:
         return "draining", self.drain_text()
 
     def run_clock(self) -> dict:
-        """The run's start and its run time (Locust's ``--run-time`` / the form's, s; None: until stopped):
-        Locust's timer starts with the run (``test_start``), so the writing phase ends at start + run time."""
-        run_time = getattr(self.options, "run_time", None)
-        return {"started_at": self.run.started_at, "run_time": run_time or None}
+        return run_clock(self.run, getattr(self.options, "run_time", None))
 
     def writing_text(self, now: float | None = None) -> str:
-        """"writing: 23 s of 60 s, 37 s left", computed now from the run's start and run time (the page
-        counts on from the same two between its polls: loadtest/static/verification.html)."""
-        c = self.run_clock()
-        now = time.time() if now is None else now
-        elapsed = math.floor(max(0.0, now - (c["started_at"] or now)))
-        total = c["run_time"]
-        if not total:
-            return f"writing: {elapsed} s (no run time: until stopped)"
-        if elapsed >= total:
-            return f"writing: {total:g} s of {total:g} s, run time over: the writers stop"
-        return f"writing: {elapsed} s of {total:g} s, {total - elapsed:g} s left"
+        """"writing: 23 s of 60 s, 37 s left" (and the step of a --step-load run), computed now."""
+        return writing_text(self.run_clock(), time.time() if now is None else now)
 
     def drain_status(self) -> dict:
         """What the drain waits for: subscriptions still missing the newest acknowledged write of some
@@ -430,6 +417,7 @@ class Observer:
                            **({"writes_acked": live["writes_acked"]} if "writes_acked" in live else {})},
                 "series": self.series_cols, "histogram": self.histogram, "server": server,
                 "marks": run_marks(run, self.report), "stress": stress_overlay(self.report) if self.report else None,
+                "capacity": capacity_view(self.report),
                 "health": self.health, "drain": self.drain_status() if phase == "draining" else None,
                 "report_html": bool(self.report) and bool(getattr(o, "report_html", "")),
                 "exit_code": self.report.get("exit_code") if self.report else None}
