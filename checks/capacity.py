@@ -12,8 +12,8 @@ A step **held** when, over its window: nothing it wrote was lost, the delivery l
 the threshold, no write was rate-limited (429) or failed, no listener disconnected unexpectedly, and the
 acknowledged writes kept up with the offered ones (at least KEEP_UP of them: the writers wait for each
 answer, so a server past its capacity shows first as writes that cannot be sent at the offered rate).
-The **knee** is the highest step below the first that did not hold (None when the first did not hold).
-The first step that did not hold names the limit: the **generator** when the load generator itself was
+The **knee** is the highest step that held (None when none did); the step after it is what broke, and it
+names the limit (a lower step that broke while a higher one held is listed in ``broke_below_knee``): the **generator** when the load generator itself was
 saturated during it (its CPU or event-loop lag, checks.evidence.GeneratorHealth's rule) — then what broke
 is not the server's capacity — else the **server**. No step broke: ``limited_by`` is None (the load never
 went past capacity).
@@ -196,21 +196,23 @@ def generator_saturated(fig: dict) -> bool:
 
 def capacity(steps: Sequence, ev: Evidence, threshold_ms: float, quantile: float = 99.0) -> dict:
     figs = []
-    knee, limited_by, first_broken = None, None, None
     for st in steps:
         fig = step_figures(st, ev, quantile)
         fig["broke"] = broke(fig, threshold_ms, quantile)
         fig["held"] = not fig["broke"]
         fig["generator_saturated"] = generator_saturated(fig)
         figs.append(fig)
-        if first_broken is None:
-            if fig["held"]:
-                knee = fig
-            else:
-                first_broken = fig
-                limited_by = "generator" if fig["generator_saturated"] else "server"
-    return {"steps": figs, "knee": None if knee is None else knee["index"], "limited_by": limited_by,
-            "first_broken": None if first_broken is None else first_broken["index"],
+    held = [f["index"] for f in figs if f["held"]]
+    knee = held[-1] if held else None
+    # what broke is the step after the knee (the first when none held); a lower step that broke while a
+    # higher one held is a wobble at the edge (a latency quantile on a busy machine), named, not the limit
+    after = 0 if knee is None else knee + 1
+    first_broken = after if after < len(figs) else None
+    limited_by = None
+    if first_broken is not None:
+        limited_by = "generator" if figs[first_broken]["generator_saturated"] else "server"
+    return {"steps": figs, "knee": knee, "limited_by": limited_by, "first_broken": first_broken,
+            "broke_below_knee": [f["index"] for f in figs if knee is not None and f["index"] < knee and not f["held"]],
             "threshold_ms": threshold_ms, "quantile": quantile}
 
 
@@ -226,6 +228,10 @@ def capacity_text(cap: dict) -> str:
            f"({knee['deliveries_per_s']:,.0f} deliveries/s) held (step {knee['index'] + 1} of {len(steps)})")
     if cap["first_broken"] is None:
         return out + "; the load never went past capacity (raise --step-max)"
+    if cap.get("broke_below_knee"):
+        out += (f" (below it step(s) {', '.join(str(i + 1) for i in cap['broke_below_knee'])} did not hold: "
+                + "; ".join(f"{steps[i]['offered_writes_per_s']:,.0f} writes/s: {'; '.join(steps[i]['broke'])}"
+                            for i in cap["broke_below_knee"]) + ")")
     b = steps[cap["first_broken"]]
     whose = ("the load generator saturated first: its limit, not the server's (more generator processes: "
              "--processes N)" if cap["limited_by"] == "generator" else "the server's limit")

@@ -55,8 +55,8 @@ def test_the_knee_is_the_last_step_that_held_and_the_next_one_names_what_broke()
 
 
 def test_each_reason_breaks_a_step_on_its_own():
-    lost = capacity(_steps(3), _evidence([40, 80, 160], None, lost_at=7), threshold_ms=50)
-    assert (lost["knee"], lost["steps"][1]["broke"], lost["steps"][1]["lost"]) == (0, ["2 change(s) lost"], 2)
+    lost = capacity(_steps(3), _evidence([40, 80, 160], None, lost_at=12), threshold_ms=50)
+    assert (lost["knee"], lost["steps"][2]["broke"], lost["steps"][2]["lost"]) == (1, ["2 change(s) lost"], 2)
     slow = capacity(_steps(3), _evidence([40, 80, 160], None, slow_step=2), threshold_ms=50)
     assert (slow["knee"], slow["steps"][2]["broke"]) == (1, ["p99 90 ms > 50 ms"])
     ev = _evidence([40, 80, 160], None)
@@ -64,9 +64,19 @@ def test_each_reason_breaks_a_step_on_its_own():
     ev.disconnects = [T0 + 12.5]
     rej = capacity(_steps(3), ev, threshold_ms=50)
     assert rej["steps"][2]["broke"] == ["3 write(s) rejected (rate limit or error)", "1 unexpected disconnect(s)"]
-    first = capacity(_steps(2), _evidence([10, 80], None), threshold_ms=50)
+    first = capacity(_steps(2), _evidence([10, 40], None), threshold_ms=50)
     assert (first["knee"], first["first_broken"]) == (None, 0)
     assert capacity_text(first).startswith("no step held; at 40 writes/s offered: acknowledged 10 of 40")
+
+
+def test_the_knee_is_the_highest_step_that_held_a_lower_one_that_did_not_is_named():
+    cap = capacity(_steps(4), _evidence([40, 50, 160, 200], None), threshold_ms=50)
+    assert [x["held"] for x in cap["steps"]] == [True, False, True, False]
+    assert (cap["knee"], cap["first_broken"], cap["broke_below_knee"], cap["limited_by"]) == (2, 3, [1], "server")
+    assert capacity_text(cap) == (
+        "160 writes/s × 3 listeners (480 deliveries/s) held (step 3 of 4) (below it step(s) 2 did not hold: "
+        "80 writes/s: acknowledged 50 of 80 writes/s offered); at 320 writes/s offered: acknowledged 200 of 320 "
+        "writes/s offered (the server's limit)")
 
 
 def test_a_step_that_broke_while_the_generator_was_saturated_is_the_generators_limit():
