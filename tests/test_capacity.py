@@ -114,17 +114,21 @@ def _assert_capacity_at_160(r):
     return cap
 
 
-def test_a_server_with_a_capacity_puts_the_knee_on_it_while_listeners_join_step_by_step(tmp_path):
-    # --step-listeners 1: a listener more subscribes at each step's start, and gets every change from then on
-    r = run_locust(tmp_path, *STEPPED, "--step-listeners", "1", "-u", "9", "-r", "9", faults={"write_capacity": 200},
-                   run_time="13s")
+def test_a_server_with_a_capacity_puts_the_knee_on_it_and_s10_is_judged_past_it(tmp_path):
+    # --stress: S10 is judged from the broken step on; --step-listeners 1: a listener more subscribes at each
+    # step's start, and gets every change from then on
+    from test_stress_runs import STRESS
+    r = run_locust(tmp_path, *STRESS, *STEPPED, "--step-listeners", "1", "-u", "10", "-r", "10",
+                   faults={"write_capacity": 200}, run_time="13s")
     cap = _assert_capacity_at_160(r)
     assert [x["listeners"] for x in cap["steps"]] == [2, 3, 4, 5]
     assert len(r.report["subscriptions"]) == 5
-    live = ("L1", "L2", "L3", "L4", "L6", "L7", "L8", "L10")
+    live = ("L1", "L4", "L6", "L7", "L8", "L10")
     assert {k: r.verdict(k) for k in live} == dict.fromkeys(live, "pass"), {k: r.scenarios[k]["figure"] for k in live}
     assert "5 of 5 listeners complete" in r.scenarios["L8"]["figure"]
-    assert r.scenarios["S10"]["verdict"] == "skipped"   # not --stress
+    s10 = r.scenarios["S10"]
+    assert s10["verdict"] == "pass", s10["figure"]
+    assert s10["details"]["past_capacity_from"] == cap["steps"][3]["start"]
     # the terminal: a row per step, then the capacity figure, above the scenarios
     block = r.output[r.output.index("stepped load: step"):]
     rows = block.splitlines()[1:1 + len(cap["steps"])]
@@ -132,20 +136,12 @@ def test_a_server_with_a_capacity_puts_the_knee_on_it_while_listeners_join_step_
     assert block.splitlines()[1 + len(cap["steps"])].startswith("  capacity: ")
 
 
-def test_a_stepped_stress_run_judges_s10_past_capacity(tmp_path):
-    from test_stress_runs import STRESS
-    r = run_locust(tmp_path, *STRESS, *STEPPED, "-u", "7", "-r", "7", faults={"write_capacity": 200}, run_time="13s")
-    _assert_capacity_at_160(r)
-    s10 = r.scenarios["S10"]
-    assert s10["verdict"] == "pass", s10["figure"]
-    assert s10["details"]["past_capacity_from"] == r.report["capacity"]["steps"][3]["start"]
-
-
 def test_a_distributed_stepped_run_steps_on_every_worker_together(tmp_path):
-    r = run_locust(tmp_path, *STEPPED, "--processes", "2", faults={"write_capacity": 200}, run_time="13s",
-                   timeout=180)
-    _assert_capacity_at_160(r)
+    r = run_locust(tmp_path, *STEPPED, "--processes", "2", "--step-listeners", "1", "-u", "9", "-r", "9",
+                   faults={"write_capacity": 200}, run_time="13s", timeout=180)
+    cap = _assert_capacity_at_160(r)
     assert len(r.report["distributed"]["workers"]) == 2
+    assert [x["listeners"] for x in cap["steps"]] == [2, 3, 4, 5] and len(r.report["subscriptions"]) == 5
 
 
 def test_listeners_of_a_step_that_never_came_are_not_expected(tmp_path):
