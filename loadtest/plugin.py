@@ -148,11 +148,11 @@ class LoadTest:
             return
         self.report = None
         run = self.run = self.new_run()
-        # its directory, and reports/latest pointing at it, before anything can fail: a failed set-up
-        # writes its report there, and no earlier run's files look like the newest
         o = self.env.parsed_options
         # --compare-to reports/latest means the run before this one: resolved before latest moves to this one
         self.compare_to = os.path.realpath(o.compare_to) if getattr(o, "compare_to", "") else ""
+        # its directory, and reports/latest pointing at it, before anything can fail: a failed set-up
+        # writes its report there, and no earlier run's files look like the newest
         self.paths = report_paths(o, run.id)
         start_run_dir(self.paths)
         managed = self.server is not None and self.env.host.rstrip("/") == self.server.url.rstrip("/")
