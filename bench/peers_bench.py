@@ -366,7 +366,7 @@ def window(url: str, admin, receiver: str, *, listeners: int, writers: int, rate
            tmp: Path, profile: Path | None = None, label: str = "", baseline: Path | None = None) -> dict:
     from harness_bench import Profiler, provision
     from kalamclient import KalamHttp
-    from loadtest.provision import with_rate_limit_retry
+    from loadtest.run.provision import with_rate_limit_retry
 
     p = provision(admin, listeners, writers)
     acc = lambda a: (a.user, a.password)  # noqa: E731

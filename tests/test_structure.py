@@ -164,3 +164,39 @@ def test_the_options_reference_is_the_parsers_own_output():
     from loadtest.options import GROUPS
     flags = [f for fs in GROUPS.values() for f in fs]
     assert sorted(line.split("`")[1] for line in doc.splitlines() if line.startswith("| `")) == sorted(flags)
+
+
+def _defines(path: Path, name: str) -> bool:
+    """Does the module at path bind this name at its top level (def, class, assignment, import)?"""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+            return True
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any((a.asname or a.name.split(".")[0]) == name for a in node.names):
+                return True
+    return False
+
+
+def test_the_benchmarks_import_what_the_project_has():
+    # the benchmarks are not run by the suite, and import the project inside functions: a module that moved
+    # (loadtest.provision → loadtest.run.provision) broke them silently once
+    modules = _modules()
+    wrong = []
+    for path in sorted((REPO / "bench").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom) or not node.module or node.level:
+                continue
+            if node.module.split(".")[0] not in PACKAGES:
+                continue
+            target = modules.get(node.module)
+            if target is None:
+                wrong.append(f"{path.relative_to(REPO)}:{node.lineno}: no module {node.module}")
+                continue
+            for a in node.names:
+                if f"{node.module}.{a.name}" not in modules and not _defines(target, a.name):
+                    wrong.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.module} has no {a.name}")
+    assert wrong == []

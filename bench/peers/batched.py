@@ -1,6 +1,6 @@
 """The listener session's reader with ``LiveConnection.recv_many`` (every event of one wake-up per call).
 
-A local stand-in for the change proposed to loadtest/listening.py (``ListenerSession._read_loop``), so that
+A local stand-in for the change proposed to loadtest/run/listening.py (``ListenerSession._read_loop``), so that
 bench/peers_bench.py can measure it (receiver ``pipeline-batch``) without editing that file: the loop below
 is the session's loop with ``recv`` replaced by ``recv_many`` and ``_dispatch`` called per event.
 """
@@ -10,7 +10,7 @@ import time
 
 import gevent
 
-from loadtest import listening
+from loadtest.run import listening
 
 
 def _read_loop(self) -> None:
