@@ -160,6 +160,26 @@ def test_live_verification_view_in_the_web_ui(tmp_path):
             drv.get(base + "/")
             start = wait_for(lambda: drv.find_elements(By.CSS_SELECTOR, "button[type=submit]"), 20, "the start form")
             assert drv.find_elements(By.NAME, "writers") and drv.find_elements(By.NAME, "reportHtml")
+            # the start form's options in the groups of `python3 -m loadtest --help`, a heading above each
+            wait_for(lambda: drv.find_elements(By.CSS_SELECTOR, ".lt-form-group"), 10, "the form's group headings")
+            shown = drv.execute_script("""
+                var list = document.querySelector(".lt-form-group").parentElement;
+                var rows = [].slice.call(list.children).map(function (el, i) {
+                  var f = el.querySelector("[name]");
+                  return {order: +getComputedStyle(el).order, i: i,
+                          what: el.classList.contains("lt-form-group") ? "## " + el.textContent : f ? f.name : null};
+                });
+                rows.sort(function (a, b) { return a.order - b.order || a.i - b.i; });
+                return rows.map(function (r) { return r.what; });""")
+            from loadtest.options import GROUPS
+            camel = {n.replace("_", "").lower(): n for n in shown if n and not n.startswith("## ")}
+            expected = []
+            for title, flags in GROUPS.items():
+                names = [camel[k] for k in (f.lstrip("-").replace("-", "").lower() for f in flags) if k in camel]
+                if names:
+                    expected += ["## " + title] + names
+            assert shown == expected and len(expected) > 40, shown
+            assert shown[:2] == ["## run (users, rates, the end of a run)", "writers"], shown
             start[0].click()
             wait_for(lambda: get_json(f"{base}/verification/data.json")["phase"] in ("barrier", "writing"), 30,
                      "the run to start from the form")

@@ -9,7 +9,8 @@ Routes on Locust's Flask app (``--web-base-path`` is not supported by these rout
 
 Locust's own UI gets a "Verification" tab (a table of the scenarios' current verdicts, fed through
 ``/stats/requests``'s ``extended_stats``, whose "Charts" cells link to the view: ``static/locust-tab.js``,
-injected into Locust's page) and, on its "Download Data" tab, links to the view and to the HTML report.
+injected into Locust's page, which also groups the start form's options as ``python3 -m loadtest --help``
+does) and, on its "Download Data" tab, links to the view and to the HTML report.
 """
 from __future__ import annotations
 
@@ -22,11 +23,20 @@ from flask import Response, abort, jsonify, request, send_from_directory
 
 log = logging.getLogger(__name__)
 
+from ..options import GROUPS
 from ..verdict.files import json_safe
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 TAB_KEY = "verification"
 LOCUST_TAB_SCRIPT = '<script src="./verification/static/locust-tab.js"></script>'
+
+
+def option_groups_script() -> str:
+    """The start form's groups (``loadtest.options.GROUPS``, as ``python3 -m loadtest --help`` has them) for
+    locust-tab.js: [{"title", "options": [dest, ...]}, ...]."""
+    groups = [{"title": title, "options": [flag.lstrip("-").replace("-", "_") for flag in flags]}
+              for title, flags in GROUPS.items()]
+    return "<script>window.LT_OPTION_GROUPS = " + json.dumps(groups).replace("</", "<\\/") + ";</script>"
 
 
 def _state_or_idle(environment) -> dict:
@@ -79,13 +89,14 @@ def install(environment, web_ui) -> None:
         {"href": "./verification/report.html", "title": "HTML verification report of the last run"}]
 
     @app.after_request
-    def _link_the_charts_cells(response):
-        # Locust's table cells hold text only: a script of ours on its page makes them links
+    def _add_our_script(response):
+        # Locust's table cells hold text only, its form lists our options in one run: a script of ours on
+        # its page makes the cells links and groups the options
         if request.path != "/" or response.status_code != 200 or response.mimetype != "text/html":
             return response
         try:
             html = response.get_data(as_text=True)
-            response.set_data(html.replace("</body>", f"{LOCUST_TAB_SCRIPT}\n</body>", 1))
+            response.set_data(html.replace("</body>", f"{option_groups_script()}\n{LOCUST_TAB_SCRIPT}\n</body>", 1))
         except Exception:  # Locust's own page must keep working
             log.debug("could not add the link script to Locust's page", exc_info=True)
         return response
