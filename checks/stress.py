@@ -924,21 +924,22 @@ def _max_at_once(disconnects: Sequence[tuple[float, str]], window_s: float) -> t
     return best, best_t
 
 
-def _past_capacity(capacity: Mapping | None):
-    """When the load went past the server's capacity: the start (epoch s) of the first step that broke;
-    else why not (the reason S10 is skipped)."""
+def _past_capacity(capacity: Mapping | None) -> tuple:
+    """(start, why not): the start (epoch s) of the step that broke past the server's capacity and None; or
+    None and why the load never went past it (the reason S10 is skipped)."""
     if capacity is None:
-        return "load never exceeded capacity: a steady load (S10 is judged on a stepped load, --step-load)"
+        return None, "load never exceeded capacity: a steady load (S10 is judged on a stepped load, --step-load)"
     steps = capacity.get("steps") or []
     if capacity.get("first_broken") is None:
         top = max((x["acked_writes_per_s"] for x in steps), default=0)
-        return (f"load never exceeded capacity: every step held, up to {top:,.0f} writes/s acknowledged "
-                f"(raise --step-max)")
+        return None, (f"load never exceeded capacity: every step held, up to {top:,.0f} writes/s acknowledged "
+                      f"(raise --step-max)")
     broken = steps[capacity["first_broken"]]
     if capacity.get("limited_by") == "generator":
-        return (f"load never exceeded the server's capacity: the load generator saturated first, at "
-                f"{broken['offered_writes_per_s']:,.0f} writes/s offered (more generator processes: --processes N)")
-    return broken["start"]
+        return None, (f"load never exceeded the server's capacity: the load generator saturated first, at "
+                      f"{broken['offered_writes_per_s']:,.0f} writes/s offered (more generator processes: "
+                      f"--processes N)")
+    return broken["start"], None
 
 
 def degradation(*, requests: int, errors: Mapping[str, int] | None = None, slow: int = 0,
@@ -967,11 +968,11 @@ def degradation(*, requests: int, errors: Mapping[str, int] | None = None, slow:
     thr = (f"no crash, non-429 errors ≤ {max_unanswered_share * 100:g} %, < {mass_share * 100:g} % of "
            f"listeners disconnected within {mass_window_s:g} s, 0 acknowledged writes lost")
     crashed = server_crashed or health_ok_after is False
-    past = _past_capacity(capacity)
-    if not crashed and isinstance(past, str):
-        return _verdict(id, title, SKIPPED, past, None, thr, {"capacity_knee": (capacity or {}).get("knee"),
-                                                              "limited_by": (capacity or {}).get("limited_by")})
-    if not isinstance(past, str) and past is not None:
+    past, not_past = _past_capacity(capacity)
+    if not crashed and not_past:
+        return _verdict(id, title, SKIPPED, not_past, None, thr, {"capacity_knee": (capacity or {}).get("knee"),
+                                                                  "limited_by": (capacity or {}).get("limited_by")})
+    if past is not None:
         disconnects = [d for d in disconnects if d[0] >= past]
     errors = dict(errors or {})
     rate_limited = sum(n for kind, n in errors.items() if kind in RATE_LIMIT_KINDS)
@@ -983,7 +984,7 @@ def degradation(*, requests: int, errors: Mapping[str, int] | None = None, slow:
                "server_crashed": server_crashed, "health_ok_after": health_ok_after,
                "max_disconnected_at_once": at_once, "mass_disconnect_at": at_t, "listeners": listeners,
                "lost_acked": lost_acked, "steps": list(steps or []),
-               "past_capacity_from": None if isinstance(past, str) else past}
+               "past_capacity_from": past}
     if requests <= 0 and not crashed:
         return _verdict(id, title, INCONCLUSIVE, "no request was made", None, thr, details)
     when = ""

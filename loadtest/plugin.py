@@ -35,7 +35,7 @@ from .options import add_arguments, listener_count, option_errors
 from .run.locuststats import report_verdicts
 from .run.provision import SetupError
 from .run.run import AdminCredentials, Run
-from .verdict.files import series_or_empty, write_files, write_json
+from .verdict.files import series_figures, series_or_none, write_files, write_json
 from .verdict.paths import ReportPaths, report_paths, start_run_dir
 from .verdict.report import print_verdict, with_comparison
 from .verdict.verify import verify
@@ -191,12 +191,13 @@ class LoadTest:
     def conclude(self, run, record) -> dict:
         """Record → verdict → files → view: each step takes what the one before returned."""
         o, paths = record.options, self.paths
-        report = verify(record)
+        ts = series_or_none(record)   # once: the stepped load's capacity and the plots both read it
+        report = verify(record, ts)
         if self.compare_to:
             report = with_comparison(report, self.compare_to)
         self.report = report
         write_json(report, paths.json)
-        series, hist = series_or_empty(record)
+        series, hist = series_figures(ts, o)
         obs = self.observer if self.observer is not None and self.observer.run is run else None
         if obs is not None:
             obs.final(report, series, hist)

@@ -294,7 +294,7 @@ class WorkerRun(Run):
                 "generator": self.generator.stop(),
                 "write_failures": [[t + self.theta, kind] for t, kind in self.write_failures]}
         header = {"results": results, "sessions": sessions, "meta": meta, "series": series.to_wire(),
-                  "generator_timeline": [[t + self.theta, c, lag] for t, c, lag in self.generator.timeline]}
+                  "generator_timeline": [[t + self.theta, c, lag] for t, c, lag in self.generator.timeline or ()]}
         if self.tally is not None:
             header["tally"] = self.tally.to_wire(shift=self.theta)
         payload = pack(header, blobs)

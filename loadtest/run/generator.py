@@ -20,14 +20,15 @@ def cpu_seconds() -> float:
 
 
 class GeneratorProbe:
-    def __init__(self):
+    def __init__(self, timeline: bool = False):
         self._t0 = self._cpu0 = None
         self._lags: list[float] = []
         self._beat = None
         self.figures: dict | None = None
-        # [epoch s, CPU fraction of the last second or None, event-loop lag ms or None]: a stepped load's
-        # per-step generator figures (checks.capacity); a lag sample per heartbeat, a CPU sample a second
-        self.timeline: list = []
+        # [epoch s, CPU fraction of the last second or None, event-loop lag ms or None], kept for a stepped
+        # load's per-step generator figures only (checks.capacity): a lag sample per heartbeat, a CPU sample
+        # a second
+        self.timeline: list | None = [] if timeline else None
 
     def start(self) -> None:
         if self._t0 is None:
@@ -42,6 +43,8 @@ class GeneratorProbe:
             now = time.perf_counter()
             lag = max(0.0, now - t - STEP_S) * 1000.0
             self._lags.append(lag)
+            if self.timeline is None:
+                continue
             self.timeline.append([time.time(), None, round(lag, 2)])
             if now - mark >= 1.0:
                 cpu = cpu_seconds()

@@ -105,7 +105,7 @@ class Run:
         self.writing_closed = False   # no new write starts (Locust is stopping); in-flight ones finish
         self.writes_in_flight = 0
         self.write_failures: list = []   # (t, "refused" | "unknown"): the outage evidence (checks.evidence)
-        self.generator = GeneratorProbe()
+        self.generator = GeneratorProbe(timeline=self.step_schedule is not None)
         self.record = None
         self.prov = None
         self.admin_http = None
@@ -433,7 +433,7 @@ class Run:
                       counters=counters, server_stats_at_end=self.server_stats_at_end, stress=self.stress,
                       write_failures=list(self.write_failures), slow_listeners=self.slow_listeners(),
                       **{"generator": self.generator.figures, "server": self.server_info,
-                         "generator_timeline": [(t, c, lag, "this process") for t, c, lag in self.generator.timeline],
+                         "generator_timeline": [(t, c, lag, "this process") for t, c, lag in self.generator.timeline or ()],
                          **extra})
 
     def close(self, report: dict | None = None) -> None:

@@ -1,6 +1,6 @@
 """A stepped load's capacity from the run's Record: the timed evidence gathered, checks.capacity judges it.
 
-    cap = capacity_of(record, results)   # report["capacity"], or None without --step-load
+    cap = capacity_of(record, results, series)   # report["capacity"], or None without --step-load
 """
 from __future__ import annotations
 
@@ -60,15 +60,16 @@ def listeners_expected(run) -> int:
     return o.listeners + n * max(0, len(steps) - 1)
 
 
-def capacity_of(run, results) -> dict | None:
-    """report["capacity"] of a --step-load run (docs/report-schema.md), or None."""
+def capacity_of(run, results, series: TimeSeries | None = None) -> dict | None:
+    """report["capacity"] of a --step-load run (docs/report-schema.md), or None; ``series``: the run's
+    TimeSeries when the caller has it (else computed here)."""
     o = run.options
     schedule = step_schedule(o)
     if schedule is None or run.writing_started_at is None:
         return None
     steps = step_windows(schedule, o.writers, run.writing_started_at, run.writing_stopped_at or run.writing_started_at)
-    cap = capacity(steps, evidence(run, results, series_of(run)), o.latency_threshold_ms,
-                   o.latency_quantile * 100.0)
+    ts = series if series is not None else series_of(run)
+    cap = capacity(steps, evidence(run, results, ts), o.latency_threshold_ms, o.latency_quantile * 100.0)
     cap["schedule"] = {"from_per_writer": schedule.base, "factor": schedule.factor, "every_s": schedule.every,
                        "max_per_writer": schedule.top, "writers": o.writers}
     return cap

@@ -45,11 +45,22 @@ STATIC = Path(__file__).resolve().parent.parent / "static"   # shared with the l
 UPLOT_VERSION = "1.6.32"
 
 
-def build_series(run) -> tuple[dict, dict]:
-    """Per-second columns and the latency histogram of the whole run (a Record), from the ledgers and the
-    logs (on a distributed master: the merged ledger, and the arrivals' series each worker computed)."""
-    ts = series_of(run)
-    return ts.columns(), ts.histogram(threshold_ms=getattr(run.options, "latency_threshold_ms", None))
+def series_or_none(run):
+    """The whole run's TimeSeries (a Record: its ledgers and logs; on a distributed master the merged ledger
+    and the arrivals' series each worker computed), or None when it cannot be computed (said in the log:
+    the verdict must not depend on a plot)."""
+    try:
+        return series_of(run)
+    except Exception:
+        log.warning("could not compute the run's time series", exc_info=True)
+        return None
+
+
+def series_figures(ts, options) -> tuple[dict, dict]:
+    """Per-second columns and the latency histogram (SC-054's threshold marked) of a series; empty without one."""
+    if ts is None:
+        return {}, {}
+    return ts.columns(), ts.histogram(threshold_ms=getattr(options, "latency_threshold_ms", None))
 
 
 def server_series(run, report: dict, sampled: dict | None = None) -> dict:
@@ -92,13 +103,6 @@ def server_series(run, report: dict, sampled: dict | None = None) -> dict:
         return sampled
     return {"t": [], "rss_mb": [], "cpu": [], "source": "none"}
 
-
-def series_or_empty(run) -> tuple[dict, dict]:
-    try:
-        return build_series(run)
-    except Exception:
-        log.warning("could not compute the run's time series", exc_info=True)
-        return {}, {}
 
 
 def write_json(report: dict, path: str | None) -> None:

@@ -43,7 +43,8 @@ class ReportPaths:
 
     @property
     def uses_run_dir(self) -> bool:
-        return any(p.startswith(self.run_dir) for p in (self.json, self.html, self.junit, self.csv) if p)
+        inside = self.run_dir + os.sep
+        return any(p == self.run_dir or p.startswith(inside) for p in (self.json, self.html, self.junit, self.csv))
 
 
 def report_paths(options, run_name: str) -> ReportPaths:

@@ -103,7 +103,7 @@ class ReportUnreadable(ValueError):
 
 def report_path(path: str) -> Path:
     """The verdict JSON a path names: the file itself, or in a run directory its ``verdict.json`` (else its
-    only ``verdict*.json``, as profiles name theirs: verdict-short.json)."""
+    only ``verdict*.json``: a directory of reports named by hand, or by versions before the run history)."""
     p = Path(path)
     if not p.is_dir():
         return p

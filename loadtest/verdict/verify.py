@@ -74,8 +74,9 @@ def reconcile_all(ledgers: dict, sessions) -> list:
     return results
 
 
-def verify(run) -> dict:
-    """``run`` is a Record (loadtest.run.record)."""
+def verify(run, series=None) -> dict:
+    """``run`` is a Record (loadtest.run.record); ``series`` its TimeSeries when the caller has it (a stepped
+    load's capacity reads it; computed here when needed and not given)."""
     t0 = time.time()
     o = run.options
     results = run.results  # distributed: reconciled on the workers
@@ -95,7 +96,7 @@ def verify(run) -> dict:
     cap = None
     if not flags.get("setup_error"):
         try:
-            cap = capacity_of(run, results)
+            cap = capacity_of(run, results, series)
         except Exception as exc:  # a bug in the capacity figures must not lose the report
             log.exception("capacity figures failed")
             notes.append(f"capacity figures failed: {type(exc).__name__}: {exc}")
