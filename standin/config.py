@@ -28,6 +28,10 @@ class Settings:
     # a stand-in key: KalamDB's per-connection notification channel is a constant, 128
     # (kdb-live NOTIFICATION_CHANNEL_CAPACITY, protocol §5.8); KalamDB ignores the key
     notification_channel_capacity: int = 128
+    # a stand-in key: SO_SNDBUF of each WebSocket connection's socket (None: the kernel's, autotuned up to
+    # net.ipv4.tcp_wmem's maximum, 4 MiB here). With it small, what a slow reader does not read waits in
+    # the notification channel instead of the kernel, so the channel fills at a rate any machine reaches
+    ws_send_buffer_bytes: int | None = None
     # auth
     jwt_secret: str = field(default=DEFAULT_JWT_SECRET, repr=False)
     jwt_expiry_hours: float = 24
@@ -96,6 +100,11 @@ def load_settings(path: str | None, env: dict | None = None) -> Settings:
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
             raise ValueError("config key notification_channel_capacity must be an integer >= 1")
         s.notification_channel_capacity = cap
+    if "send_buffer_bytes" in ws:
+        n = ws["send_buffer_bytes"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1024:
+            raise ValueError("config key send_buffer_bytes must be an integer >= 1024")
+        s.ws_send_buffer_bytes = n
     lg = data.get("logging", {})
     if lg.get("logs_path"):
         s.logs_path = str(lg["logs_path"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import logging
 import sqlite3
 import time
@@ -142,6 +143,10 @@ class WsHandler:
             return web.Response(status=503, text="Server is shutting down")
         ws = web.WebSocketResponse(autoping=False, max_msg_size=0, timeout=2.0, compress=False, autoclose=True)
         await ws.prepare(request)
+        if st.settings.ws_send_buffer_bytes:
+            sock = request.transport.get_extra_info("socket") if request.transport else None
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, st.settings.ws_send_buffer_bytes)
         q = request.query_string.lower()
         compress = not any(p.strip() == "compress=false" for p in q.split("&"))
         conn = Conn(live, ws, compress, ip)
