@@ -56,7 +56,10 @@ def test_two_worker_processes_against_a_managed_kalamdb(tmp_path, kalamdb_bin):
 
 
 def test_a_short_stress_run_samples_the_managed_kalamdb(tmp_path, kalamdb_bin):
-    r = run_locust(tmp_path, *STRESS, "--kalamdb-bin", kalamdb_bin, run_time=RUN_TIME, timeout=200)
+    # S3 as a share of this machine's 2 cores: KalamDB used 78 % of one core (peaks 97 %) at this load on a
+    # quiet day and crossed 80 % on CI; the test is about sampling the real server, not this machine's speed
+    r = run_locust(tmp_path, *STRESS, "--kalamdb-bin", kalamdb_bin, "--cpu-cores", "2", run_time=RUN_TIME,
+                   timeout=200)
     assert r.report is not None, r.output[-3000:]
     mon = r.report["monitor"]
     pid = int(re.search(r"started KalamDB \S+ at \S+ \(pid (\d+);", r.output).group(1))
@@ -64,7 +67,9 @@ def test_a_short_stress_run_samples_the_managed_kalamdb(tmp_path, kalamdb_bin):
     assert all(row[1] and row[1] > 0 for row in mon["rows"])                             # its RSS, MB
     steady = ("L1", "L4", "L7", "L8", "S3", "S4", "S6", "S8", "SC-057")
     assert {k: r.verdict(k) for k in steady} == dict.fromkeys(steady, "pass"), \
-        {k: r.scenarios[k]["figure"] for k in steady}
+        {k: r.scenarios[k]["figure"] for k in steady if r.verdict(k) != "pass"}
+    s3 = r.scenarios["S3"]["details"]
+    assert s3["cores"] == 2 and s3["samples"] >= 10 and s3["avg_percent"] > 0, s3
     assert r.verdict("S10") == "skipped"   # a steady load: S10 is judged past capacity (--step-load)
     # memory is judged from real samples (KalamDB 0.4.3-rc.4 grows its RocksDB memory in the first
     # seconds of load: a finding about the server, so its verdict is not asserted here)
