@@ -10,7 +10,9 @@ buffer here (websocket-client's frame parser only sees control, masked or RSV fr
 the raw socket is read directly and the reader waits on its read watcher; payloads are decoded with
 orjson; gzip binary frames (magic ``1f 8b``) are inflated with zlib (wbits 31); events are
 ``__slots__`` objects; no logging per message. :meth:`LiveConnection.recv_many` hands out every event
-of one wake-up at once.
+of one wake-up at once. Under gevent, :meth:`LiveConnection.push_changes` goes further: the event
+loop reads the socket in the watcher's callback and hands each change to a handler there, with no
+greenlet switch per wake-up (a paced feed wakes the process once per frame).
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ OP_PING = 0x9
 OP_PONG = 0xA
 
 _GZIP_MAGIC = b"\x1f\x8b"
-_RECV_CHUNK = 256 * 1024
+# 64 KiB a read: a 256 KiB one is beyond glibc's mmap threshold, and each read of a frame or two then
+# paid an mmap, page faults and a munmap (bench/peers/recv_micro.py: 58 -> 20 us a frame, event-loop reads)
+_RECV_CHUNK = 64 * 1024
 _RAW_PREFIX = 200
 _MORE = False  # _cut_data_frame: the buffer holds less than one whole frame
 _SHAPE_ERRORS = (KeyError, TypeError, ValueError, IndexError, AttributeError)
@@ -223,6 +227,14 @@ class LiveConnection:
         self._kernel_stamps = False
         self._read_at = 0.0  # arrival time (Unix s) of the bytes of the newest read
         self._real = self._hub = self._rwatch = None  # gevent: the raw socket, its hub and read watcher
+        # push mode (push_changes): the event loop reads the socket and hands changes to _push itself
+        self._push = None
+        self._push_watch = None    # the loop's read watcher of the socket, started while pushing
+        self._pushed: deque = deque()   # events the loop read that wait for recv(), in arrival order
+        self._push_waiter = None   # recv() waiting for the loop
+        self._push_fallen = False  # the loop met what only recv() handles: recv() reads until it is past
+        self._push_exc = None      # the read error the loop met
+        self._push_out = False     # recv() has handed out an event its caller has not yet recorded
         # cheap counters
         self.frames = 0
         self.gzip_frames = 0
@@ -529,6 +541,10 @@ class LiveConnection:
                 raise WebSocketTimeoutException("timed out") from None
         if not data:
             raise WebSocketConnectionClosedException("connection closed by the peer")
+        self._take(data, anc)
+
+    def _take(self, data: bytes, anc) -> None:
+        """Append one read to the buffer and stamp its arrival."""
         # TCP reports the stamp of the newest segment copied by this read
         if anc and anc[0][1] == _SO_TIMESTAMPNS and len(anc[0][2]) >= 16:
             sec, nsec = _TIMESPEC.unpack_from(anc[0][2])
@@ -614,6 +630,8 @@ class LiveConnection:
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._reading = True
         try:
+            if self._push is not None:
+                return self._recv_pushed(timeout)
             return self._next_event()
         finally:
             self._reading = False
@@ -628,6 +646,10 @@ class LiveConnection:
             return []
         out = [ev]
         if ev.__class__ is Closed or self._ended:
+            return out
+        if self._push is not None:  # the event loop reads the socket: only what it left for recv()
+            while self._pushed and len(out) < limit and out[-1].__class__ is not Closed:
+                out.append(self.recv(0))
             return out
         pending = self._pending
         self._reading = True
@@ -673,21 +695,16 @@ class LiveConnection:
             except WebSocketException as exc:  # protocol violation: the stream is unusable
                 return self._deliver_end(Closed(1002, f"protocol error: {exc}", False, time.time()))
             ts = self._read_at
+            if op <= OP_BINARY:
+                ev = self._event_of(op, fin, data, ts)
+                if ev is None:
+                    continue
+                if ev.__class__ is Closed:
+                    return self._deliver_end(ev)
+                self._next_batch_of(ev)
+                return ev
             self.frames += 1
-            if op == OP_TEXT or op == OP_BINARY:
-                if not fin:
-                    self._frag_op, self._frag = op, [data]
-                    continue
-            elif op == OP_CONT:
-                if self._frag is None:
-                    return self._deliver_end(Closed(1002, "protocol error: stray continuation frame",
-                                                    False, ts))
-                self._frag.append(data)
-                if not fin:
-                    continue
-                op, data = self._frag_op, b"".join(self._frag)
-                self._frag_op = self._frag = None
-            elif op == OP_CLOSE:
+            if op == OP_CLOSE:
                 code, reason = _parse_close(data)
                 if self._close_sent is None:
                     try:
@@ -700,24 +717,176 @@ class LiveConnection:
                     ws.pong(data)
                 except Exception:
                     pass
+            # else pong
+
+    def _event_of(self, op: int, fin, data: bytes, ts: float):
+        """The event of one data frame (text, binary or continuation); None while a fragmented message
+        is incomplete; a Closed for a stray continuation. No I/O: the event loop's callback calls it."""
+        self.frames += 1
+        if op == OP_CONT:
+            if self._frag is None:
+                return Closed(1002, "protocol error: stray continuation frame", False, ts)
+            self._frag.append(data)
+            if not fin:
+                return None
+            op, data = self._frag_op, b"".join(self._frag)
+            self._frag_op = self._frag = None
+        elif not fin:
+            self._frag_op, self._frag = op, [data]
+            return None
+        self.last_opcode = op
+        if op == OP_BINARY and data[:2] == _GZIP_MAGIC:
+            self.gzip_frames += 1
+        ev = decode_frame(data, op, ts)
+        lag = time.time() - ts
+        self.lag_sum += lag
+        if lag > self.lag_max:
+            self.lag_max = lag
+        return ev
+
+    def _next_batch_of(self, ev) -> None:
+        if (ev.__class__ is InitialDataBatch and ev.has_more and self.auto_next_batch
+                and ev.last_seq_id is not None):
+            try:
+                self.next_batch(ev.subscription_id, ev.last_seq_id)
+            except (KalamError, ValueError, TypeError):
+                pass  # the socket is gone (next recv reports Closed) or bad last_seq_id
+
+    # -- push mode -------------------------------------------------------------------------------
+    # A paced feed (frames arriving one by one, as from a real server) wakes the reader once per frame,
+    # and a greenlet's wake-up (the loop's callback, a switch into the reader and back, its wait set up
+    # again) costs more than the frame's own work. In push mode the socket's read watcher stays
+    # started and its callback, in the event loop, reads the socket, cuts the whole data frames and
+    # hands each Change to the handler there. Anything else (a control frame, an error, the end, an
+    # event that is not a change, and every change behind one, to keep their order) waits in _pushed
+    # for recv(), which handles it as before and then lets the loop read again.
+
+    def push_changes(self, handler) -> bool:
+        """Under gevent: from now on ``handler(change)`` is called in the event loop for every
+        :class:`Change` (never switching: it must not block), and :meth:`recv` returns the other events
+        (and changes that came behind one). Returns False where the loop cannot read the socket (no
+        gevent, TLS): the caller keeps reading changes with :meth:`recv`."""
+        if self._real is None or self._ws is None or self._ended:
+            return False
+        self._push = handler
+        if self._push_watch is None:
+            self._push_watch = self._hub.loop.io(self._real.fileno(), 1)
+        self._resume_push()
+        return True
+
+    def _resume_push(self) -> None:
+        fbuf = self._ws.frame_buffer
+        if self._push_watch is None or self._ended or fbuf.header is not None or fbuf.recv_buffer:
+            return
+        self._push_fallen = False
+        self._push_exc = None
+        self._push_watch.start(self._on_readable)
+        self._push_buffered()
+
+    def _stop_push(self) -> None:
+        if self._push_watch is not None:
+            self._push_watch.stop()
+            self._push_watch.close()
+            self._push_watch = None
+        self._push = None
+
+    def _fall_back(self, exc) -> None:
+        """The loop stops reading: recv() takes over (a frame only it handles, an error or the end)."""
+        if self._push_watch is not None:
+            self._push_watch.stop()
+        self._push_fallen = True
+        self._push_exc = exc
+        self._wake_receiver()
+
+    def _wake_receiver(self) -> None:
+        w = self._push_waiter
+        if w is not None:
+            self._push_waiter = None
+            self._hub.loop.run_callback(w.switch, True)
+
+    def _on_readable(self) -> None:
+        real = self._real
+        try:
+            if self._kernel_stamps:
+                data, anc, _flags, _addr = real.recvmsg(_RECV_CHUNK, _TS_ANCILLARY)
+            else:
+                data, anc = real.recv(_RECV_CHUNK), None
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fall_back(exc)
+            return
+        if not data:
+            self._fall_back(None)
+            return
+        self._take(data, anc)
+        self._push_buffered()
+
+    def _push_buffered(self) -> None:
+        """Hand out every whole data frame of the buffer (in the loop, or in recv() when it resumes)."""
+        pushed = self._pushed
+        handler = self._push
+        ts = self._read_at
+        while True:
+            cut = self._cut_data_frame()
+            if cut is _MORE:
+                return
+            if cut is None:  # a control, masked or RSV frame: websocket-client's parser, in recv()
+                self._fall_back(None)
+                return
+            ev = self._event_of(cut[0], cut[1], cut[2], ts)
+            if ev is None:
                 continue
-            else:  # pong
+            # a change behind an event still waiting in _pushed, or one that recv() has just handed out,
+            # waits its turn: the handler must see them in the order they came
+            if ev.__class__ is Change and not pushed and not self._push_out:
+                handler(ev)
                 continue
-            self.last_opcode = op
-            if op == OP_BINARY and data[:2] == _GZIP_MAGIC:
-                self.gzip_frames += 1
-            ev = decode_frame(data, op, ts)
-            lag = time.time() - ts
-            self.lag_sum += lag
-            if lag > self.lag_max:
-                self.lag_max = lag
-            if (ev.__class__ is InitialDataBatch and ev.has_more and self.auto_next_batch
-                    and ev.last_seq_id is not None):
-                try:
-                    self.next_batch(ev.subscription_id, ev.last_seq_id)
-                except (KalamError, ValueError, TypeError):
-                    pass  # the socket is gone (next recv reports Closed) or bad last_seq_id
-            return ev
+            pushed.append(ev)
+            self._wake_receiver()
+            if ev.__class__ is Closed:  # a stray continuation: the stream is unusable
+                if self._push_watch is not None:
+                    self._push_watch.stop()
+                return
+
+    def _recv_pushed(self, timeout: float | None):
+        pushed = self._pushed
+        self._push_out = False  # the caller has recorded what the last call returned
+        while True:
+            if pushed:
+                ev = pushed.popleft()
+                if ev.__class__ is Closed:
+                    return self._deliver_end(ev)
+                self._next_batch_of(ev)
+                self._push_out = True
+                return ev
+            if self._push_fallen:
+                if self._push_exc is not None:
+                    return self._deliver_end(self._lost(self._push_exc))
+                ev = self._next_event()
+                if ev is not None:
+                    self._push_out = True
+                if not self._ended:
+                    self._resume_push()
+                return ev
+            waiter = self._Waiter(self._hub)
+            self._push_waiter = waiter
+            timer = None
+            if timeout is not None:
+                t = self._deadline - time.monotonic()
+                if t <= 0:
+                    self._push_waiter = None
+                    return None
+                timer = self._hub.loop.timer(t)
+                timer.start(waiter.switch, False)
+            try:
+                woke = waiter.get()
+            finally:
+                self._push_waiter = None
+                if timer is not None:
+                    timer.close()
+            if not woke:
+                return None
 
     def _lost(self, exc) -> Closed:
         if self._close_sent is not None:
@@ -735,6 +904,7 @@ class LiveConnection:
         self._ended = True
         self._closed_event = ev
         self._stop_pinger()
+        self._stop_push()
         ws = self._ws
         if ws is not None:
             try:
@@ -757,7 +927,10 @@ class LiveConnection:
         except Exception:
             pass
         if not self._reading:
-            # Nobody reads: wait briefly for the server's close echo, discarding data frames.
+            # Nobody reads: wait briefly for the server's close echo, discarding data frames (the
+            # event loop no longer reads for a push handler: what it had not handed out is dropped)
+            self._stop_push()
+            self._pushed.clear()
             self._deadline = time.monotonic() + 1.0
             try:
                 while True:

@@ -96,3 +96,134 @@ def test_gevent_receive_path_passes_the_websocket_unit_tests():
                           capture_output=True, text=True, timeout=110, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and " failed" not in proc.stdout
+
+
+@pytest.mark.timeout(120)
+def test_gevent_push_mode_passes_the_websocket_unit_tests_in_order():
+    """Push mode (the event loop reads the socket and hands each change to a handler, recv() returns the
+    rest): the same WebSocket unit tests pass when every connection pushes from its upgrade on, the
+    changes the handler got merged, in the order they were handed out, with what recv() returns. So
+    fragments, control frames between data frames, partial frames, the close and the order survive it."""
+    code = ("from gevent import monkey; monkey.patch_all()\n"
+            "import sys, time, collections, pytest\n"
+            "import kalamclient.ws as ws\n"
+            "setup, real = ws.LiveConnection._setup_reader, ws.LiveConnection.recv\n"
+            "pushed = [0]\n"
+            "def setup_pushing(self):\n"
+            "    setup(self)\n"
+            "    self._got = collections.deque()\n"
+            "    def handler(ev):\n"
+            "        pushed[0] += 1\n"
+            "        self._got.append(ev)\n"
+            "    assert self.push_changes(handler), 'push mode not in use'\n"
+            "def recv(self, timeout=None):\n"
+            "    got = getattr(self, '_got', None)\n"
+            "    if got is None:\n"
+            "        return real(self, timeout)\n"
+            "    deadline = None if timeout is None else time.monotonic() + timeout\n"
+            "    while True:\n"
+            "        if got:\n"
+            "            return got.popleft()\n"
+            "        t = 0.01 if deadline is None else max(0.0, min(0.01, deadline - time.monotonic()))\n"
+            "        ev = real(self, t)\n"
+            "        if ev is not None:\n"
+            "            got.append(ev)\n"
+            "            return got.popleft()\n"
+            "        if got:\n"
+            "            return got.popleft()\n"
+            "        if deadline is not None and time.monotonic() >= deadline:\n"
+            "            return None\n"
+            "ws.LiveConnection._setup_reader = setup_pushing\n"
+            "ws.LiveConnection.recv = recv\n"
+            # recv_many's own test is about what recv() alone hands out per wake-up: the handler has those
+            "code = pytest.main(['-q', '-p', 'no:cacheprovider', '-k', 'test_ws_ and not recv_many', sys.argv[1]])\n"
+            "print('pushed by the loop:', pushed[0])\n"
+            "sys.exit(code)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(ROOT / "tests" / "test_client_unit.py")],
+                          capture_output=True, text=True, timeout=110, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and " failed" not in proc.stdout
+    assert int(proc.stdout.rsplit("pushed by the loop:", 1)[1].split()[0]) > 0, proc.stdout[-2000:]
+
+
+ORDER_SCRIPT = textwrap.dedent(r'''
+    from gevent import monkey
+    monkey.patch_all()
+    import base64, hashlib, socket, struct, sys, time
+    import gevent
+    sys.path.insert(0, sys.argv[1])
+    from kalamclient import LiveConnection
+    from kalamclient.events import Change, Closed, SubscriptionAck
+
+    def frame(payload, opcode=1):
+        n = len(payload)
+        head = bytes([0x80 | opcode, n]) if n < 126 else bytes([0x80 | opcode, 126]) + struct.pack("!H", n)
+        return head + payload
+
+    def change(i):
+        return frame(b'{"type":"change","subscription_id":"s","change_type":"insert","rows":[{"_seq":"%d"}]}' % i)
+
+    N = 3000
+    def serve(lsock):
+        c, _ = lsock.accept()
+        req = b""
+        while b"\r\n\r\n" not in req:
+            req += c.recv(4096)
+        key = [l.split(b":", 1)[1].strip() for l in req.split(b"\r\n") if l.lower().startswith(b"sec-websocket-key")][0]
+        acc = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Accept: " + acc + b"\r\n\r\n")
+        c.sendall(frame(b'{"type":"auth_success","user":"u","role":"user","protocol":{"serialization":"json","compression":"gzip"}}'))
+        i = 0
+        while i < N:
+            # bursts: a ping (a control frame: recv() takes over), then changes in the same read, now
+            # and then an event that is not a change (recv() hands it out) with changes behind it
+            burst = b"" if i % 7 else frame(b"p", opcode=9)
+            for _ in range(1 + i % 5):
+                i += 1
+                burst += change(i)
+                if i % 11 == 0:
+                    burst += frame(b'{"type":"subscription_ack","subscription_id":"s%d","total_rows":0,'
+                                   b'"batch_control":{"batch_num":0,"has_more":false,"status":"ready"}}' % i)
+            c.sendall(burst)
+            time.sleep(0.0005 if i % 3 else 0)
+        c.sendall(frame(struct.pack("!H", 1000), opcode=8))
+        time.sleep(1)
+
+    lsock = socket.socket(); lsock.bind(("127.0.0.1", 0)); lsock.listen(1)
+    gevent.spawn(serve, lsock)
+    conn = LiveConnection("http://127.0.0.1:%d" % lsock.getsockname()[1], "t", ping_interval=None)
+    conn.connect()
+    order, by_loop, by_recv = [], [0], [0]
+    def handler(ev):
+        by_loop[0] += 1
+        order.append(ev.seq)
+    assert conn.push_changes(handler)
+    while True:
+        ev = conn.recv(2)
+        if ev is None or ev.__class__ is Closed:
+            break
+        if ev.__class__ is Change:
+            by_recv[0] += 1
+            order.append(ev.seq)
+        elif ev.__class__ is SubscriptionAck:
+            order.append("ack%s" % ev.subscription_id[1:])
+            gevent.sleep(0)   # the caller yields while it holds an event: nothing may overtake it
+    expected = []
+    for i in range(1, N + 1):
+        expected.append(i)
+        if i % 11 == 0:
+            expected.append("ack%d" % i)
+    assert type(ev) is Closed and ev.code == 1000, ev
+    assert order == expected, next((k, a, b) for k, (a, b) in enumerate(zip(order, expected)) if a != b) if len(order) == len(expected) else (len(order), len(expected))
+    print("OK loop=%d recv=%d" % (by_loop[0], by_recv[0]))
+''')
+
+
+@pytest.mark.timeout(60)
+def test_gevent_push_mode_keeps_the_order_between_the_loop_and_recv():
+    proc = subprocess.run([sys.executable, "-c", ORDER_SCRIPT, str(ROOT)], capture_output=True, text=True, timeout=50)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    loop, recv = (int(x.split("=")[1]) for x in proc.stdout.split("OK ")[1].split())
+    # both ways were taken: changes handed out by the event loop, and changes recv() returned
+    assert loop > 0 and recv > 0, proc.stdout

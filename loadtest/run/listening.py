@@ -255,9 +255,15 @@ class ListenerSession:
     def _read_loop(self) -> None:
         flush = self._flush_deliveries
         slow = self.slow is not None
+        pushing = None
         while not self.closing:
             if slow:
-                self._pause_if_due()
+                self._pause_if_due()   # a slow listener reads with recv(): it must be able to stop reading
+            elif pushing is not self.conn:
+                # changes are recorded in the event loop as they are read (kalamclient push mode: no
+                # greenlet switch per wake-up); recv() returns the rest, in order
+                pushing = self.conn
+                pushing.push_changes(self._dispatch)
             ev = self.conn.recv(timeout=0.25)
             if ev is None:
                 if flush is not None:
