@@ -188,7 +188,7 @@ def reader(variant: str, port: int, sockets: int) -> None:
         rest = b""
         out = []
         while True:
-            d = s.recv(262144)
+            d = s.recv(65536)
             if not d:
                 return
             mark()
@@ -212,7 +212,7 @@ def reader(variant: str, port: int, sockets: int) -> None:
         recv = real.recv
         while True:
             try:
-                d = recv(262144)
+                d = recv(65536)
             except BlockingIOError:
                 hub.wait(w)
                 continue
@@ -240,7 +240,7 @@ def reader(variant: str, port: int, sockets: int) -> None:
         recvmsg = real.recvmsg
         while True:
             try:
-                d, anc, _f, _a = recvmsg(262144, 64)
+                d, anc, _f, _a = recvmsg(65536, 64)
             except BlockingIOError:
                 hub.wait(w)
                 continue
@@ -269,7 +269,7 @@ def reader(variant: str, port: int, sockets: int) -> None:
         while True:
             hub.wait(w)
             try:
-                d, anc, _f, _a = recvmsg(262144, 64)
+                d, anc, _f, _a = recvmsg(65536, 64)
             except BlockingIOError:
                 continue
             if not d:
@@ -290,7 +290,7 @@ def reader(variant: str, port: int, sockets: int) -> None:
         out = []
         while True:
             try:
-                d = s.recv(262144)
+                d = s.recv(65536)
             except OSError:
                 continue
             if not d:
@@ -320,12 +320,15 @@ def reader(variant: str, port: int, sockets: int) -> None:
             ep.register(real.fileno(), select.EPOLLIN)
         out = []
         left = sockets
+        coalesce = float(os.environ.get("COALESCE_S", "0"))
         while left:
             hub.wait(w)
+            if coalesce:
+                gevent.sleep(coalesce)
             for fd, _ev in ep.poll(0):
                 e = st[fd]
                 try:
-                    d, anc, _f, _a = e[0](262144, 64)
+                    d, anc, _f, _a = e[0](65536, 64)
                 except BlockingIOError:
                     continue
                 if not d:
@@ -366,7 +369,7 @@ def reader(variant: str, port: int, sockets: int) -> None:
 
             def cb():
                 try:
-                    d, anc, _f, _a = recvmsg(262144, 64)
+                    d, anc, _f, _a = recvmsg(65536, 64)
                 except BlockingIOError:
                     return
                 if not d:
@@ -391,6 +394,44 @@ def reader(variant: str, port: int, sockets: int) -> None:
             make(i)
         fin.wait()
 
+    def run_push_all():
+        # kalamclient's push mode: the event loop reads each socket and hands its changes to a handler
+        from gevent.event import Event
+        left = [sockets]
+        fin = Event()
+
+        def make(i):
+            c = LiveConnection(url, None, ping_interval=None)
+            c.open()
+
+            def handler(ev):
+                mark()
+                counts[i] += 1
+            assert c.push_changes(handler), "push mode not available"
+
+            def rest():
+                while True:
+                    ev = c.recv(0.25)
+                    if ev is None:
+                        continue
+                    if ev.__class__ is Change:
+                        mark()
+                        counts[i] += 1
+                    elif ev.__class__ is Closed:
+                        break
+                left[0] -= 1
+                if not left[0]:
+                    fin.set()
+            gevent.spawn(rest)
+        for i in range(sockets):
+            make(i)
+        fin.wait()
+
+    if variant == "push":
+        run_push_all()
+        cpu = _cpu() - cpu0[0]
+        print(json.dumps({"frames": sum(counts), "cpu": cpu, "sys": _sys() - sys0[0]}), flush=True)
+        return
     if variant in ("cb", "epoll"):
         run_cb_all() if variant == "cb" else run_epoll_all()
         cpu = _cpu() - cpu0[0]
