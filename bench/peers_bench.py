@@ -506,8 +506,10 @@ def main(argv=None) -> int:
                                baseline=baseline)
                     results.setdefault(rate, {}).setdefault(rc, []).append(r)
                     print(f"  {label:28} {r['per_cpu_s']:>9,.0f} msgs/CPU-s  ({r['msgs']:,} msgs of "
-                          f"{r['expected']:,} expected, CPU {r['cpu']:.2f} s, {r['delivered_per_s']:,.0f} msgs/s)",
-                          flush=True)
+                          f"{r['expected']:,} expected, CPU {r['cpu']:.2f} s"
+                          + (f" = receiving {r['result']['cpu_recv']:.2f} + verifying {r['result']['cpu_verify']:.2f}"
+                             if "cpu_verify" in r["result"] else "")
+                          + f", {r['delivered_per_s']:,.0f} msgs/s)", flush=True)
     ok = True
     table = {}
     for rate in rates:

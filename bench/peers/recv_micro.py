@@ -320,11 +320,8 @@ def reader(variant: str, port: int, sockets: int) -> None:
             ep.register(real.fileno(), select.EPOLLIN)
         out = []
         left = sockets
-        coalesce = float(os.environ.get("COALESCE_S", "0"))
         while left:
             hub.wait(w)
-            if coalesce:
-                gevent.sleep(coalesce)
             for fd, _ev in ep.poll(0):
                 e = st[fd]
                 try:
