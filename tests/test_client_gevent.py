@@ -13,22 +13,22 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SCRIPT = textwrap.dedent(r'''
+# a scripted WebSocket server in the child: the upgrade and auth_success, then what each script sends
+PRELUDE = textwrap.dedent(r'''
     from gevent import monkey
     monkey.patch_all()
     import base64, hashlib, resource, socket, struct, sys, time
     import gevent
     sys.path.insert(0, sys.argv[1])
     from kalamclient import LiveConnection
-    from kalamclient.events import Change, Closed
+    from kalamclient.events import Change, Closed, SubscriptionAck
 
     def frame(payload, opcode=1):
         n = len(payload)
         head = bytes([0x80 | opcode, n]) if n < 126 else bytes([0x80 | opcode, 126]) + struct.pack("!H", n)
         return head + payload
 
-    pings = []
-    def serve(lsock):
+    def accept(lsock):
         c, _ = lsock.accept()
         req = b""
         while b"\r\n\r\n" not in req:
@@ -38,6 +38,13 @@ SCRIPT = textwrap.dedent(r'''
         c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                   b"Sec-WebSocket-Accept: " + acc + b"\r\n\r\n")
         c.sendall(frame(b'{"type":"auth_success","user":"u","role":"user","protocol":{"serialization":"json","compression":"gzip"}}'))
+        return c
+''')
+
+SCRIPT = PRELUDE + textwrap.dedent(r'''
+    pings = []
+    def serve(lsock):
+        c = accept(lsock)
         c.sendall(frame(b'{"type":"change","subscription_id":"s","change_type":"insert","rows":[{"_seq":"1"}]}'))
         while True:
             data = c.recv(4096)
@@ -146,34 +153,13 @@ def test_gevent_push_mode_passes_the_websocket_unit_tests_in_order():
     assert int(proc.stdout.rsplit("pushed by the loop:", 1)[1].split()[0]) > 0, proc.stdout[-2000:]
 
 
-ORDER_SCRIPT = textwrap.dedent(r'''
-    from gevent import monkey
-    monkey.patch_all()
-    import base64, hashlib, socket, struct, sys, time
-    import gevent
-    sys.path.insert(0, sys.argv[1])
-    from kalamclient import LiveConnection
-    from kalamclient.events import Change, Closed, SubscriptionAck
-
-    def frame(payload, opcode=1):
-        n = len(payload)
-        head = bytes([0x80 | opcode, n]) if n < 126 else bytes([0x80 | opcode, 126]) + struct.pack("!H", n)
-        return head + payload
-
+ORDER_SCRIPT = PRELUDE + textwrap.dedent(r'''
     def change(i):
         return frame(b'{"type":"change","subscription_id":"s","change_type":"insert","rows":[{"_seq":"%d"}]}' % i)
 
     N = 3000
     def serve(lsock):
-        c, _ = lsock.accept()
-        req = b""
-        while b"\r\n\r\n" not in req:
-            req += c.recv(4096)
-        key = [l.split(b":", 1)[1].strip() for l in req.split(b"\r\n") if l.lower().startswith(b"sec-websocket-key")][0]
-        acc = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-        c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  b"Sec-WebSocket-Accept: " + acc + b"\r\n\r\n")
-        c.sendall(frame(b'{"type":"auth_success","user":"u","role":"user","protocol":{"serialization":"json","compression":"gzip"}}'))
+        c = accept(lsock)
         i = 0
         while i < N:
             # bursts: a ping (a control frame: recv() takes over), then changes in the same read, now

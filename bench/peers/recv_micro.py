@@ -346,9 +346,14 @@ def reader(variant: str, port: int, sockets: int) -> None:
                 out.clear()
 
 
-    def run_cb_all():
+    def run_cb_all(fused=False):
+        # fused: the ceiling of an inlined push path (kernel stamp and a decoded Change per frame too)
         import socket as _s
+        import struct as _st
         from gevent.event import Event
+
+        from kalamclient.ws import _change
+        ts_unpack = _st.Struct("@qq").unpack_from
         hub = gevent.get_hub()
         left = [sockets]
         fin = Event()
@@ -373,6 +378,9 @@ def reader(variant: str, port: int, sockets: int) -> None:
                     w.stop()
                     return
                 mark()
+                if fused:
+                    sec, nsec = ts_unpack(anc[0][2])
+                    ts = sec + nsec * 1e-9
                 rest = st["rest"]
                 st["rest"] = frames_of(rest + d if rest else d, out)
                 for op, data in out:
@@ -382,7 +390,10 @@ def reader(variant: str, port: int, sockets: int) -> None:
                         if not left[0]:
                             fin.set()
                         return
-                    if orjson.loads(data)["type"] == "change":
+                    msg = orjson.loads(data)
+                    if msg["type"] == "change":
+                        if fused:
+                            _change(msg, ts)
                         counts[i] += 1
                 out.clear()
             w.start(cb)
@@ -424,72 +435,8 @@ def reader(variant: str, port: int, sockets: int) -> None:
             make(i)
         fin.wait()
 
-    def run_fused_all():
-        # the ceiling of an inlined push path: read, kernel stamp, cut, decode into a Change, count
-        import socket as _s
-        import struct as _st
-        from gevent.event import Event
-        from kalamclient.ws import _change
-        ts_unpack = _st.Struct("@qq").unpack_from
-        hub = gevent.get_hub()
-        left = [sockets]
-        fin = Event()
-        loads = orjson.loads
-
-        def make(i):
-            s = upgrade(i)
-            real = s._sock
-            real.setsockopt(_s.SOL_SOCKET, 35, 1)
-            real.setblocking(False)
-            w = hub.loop.io(real.fileno(), 1)
-            st = {"rest": b""}
-            recvmsg = real.recvmsg
-
-            def cb():
-                try:
-                    d, anc, _f, _a = recvmsg(65536, 64)
-                except BlockingIOError:
-                    return
-                if not d:
-                    w.stop()
-                    return
-                mark()
-                sec, nsec = ts_unpack(anc[0][2])
-                ts = sec + nsec * 1e-9
-                rest = st["rest"]
-                buf = rest + d if rest else d
-                pos, size = 0, len(buf)
-                while size - pos >= 2:
-                    n = buf[pos + 1]
-                    if n < 126:
-                        start = pos + 2
-                    else:
-                        if size - pos < 4:
-                            break
-                        n = (buf[pos + 2] << 8) | buf[pos + 3]
-                        start = pos + 4
-                    end = start + n
-                    if end > size:
-                        break
-                    if buf[pos] & 15 == 8:
-                        w.stop()
-                        left[0] -= 1
-                        if not left[0]:
-                            fin.set()
-                        return
-                    msg = loads(buf[start:end])
-                    if msg["type"] == "change":
-                        _change(msg, ts)
-                        counts[i] += 1
-                    pos = end
-                st["rest"] = buf[pos:]
-            w.start(cb)
-        for i in range(sockets):
-            make(i)
-        fin.wait()
-
     if variant == "fused":
-        run_fused_all()
+        run_cb_all(fused=True)
         cpu = _cpu() - cpu0[0]
         print(json.dumps({"frames": sum(counts), "cpu": cpu, "sys": _sys() - sys0[0]}), flush=True)
         return
