@@ -1,0 +1,381 @@
+#!/usr/bin/env python3
+"""The scaling curve: how cost grows with the work, on this machine (a script that prints figures; not a test).
+
+    python bench/scaling_bench.py [--parts verifier,listeners,workers] [--max-writes 10000000] [--subs 3]
+                                  [--budget 180] [--write-rate 20] [--window 8] [--json PATH]
+
+1. Verifier and ledger at size. For N = 100k, 1M, 10M acknowledged writes (up to ``--max-writes``), a
+   fresh subprocess per size builds a synthetic history with the project's own classes: the writers'
+   ``WriteLedger`` (``begin`` / ``finish``, 10 writers, op mix 60/30/10, 64-byte payloads, as
+   ``loadtest.run.writes`` calls it), ``--subs`` subscriptions each recording every change with
+   ``ArrivalLog.record`` (live-only, in ``_seq`` order), then ``reconcile`` of every log and ``verdicts``.
+   Printed per size: CPU per write of the ledger, resident bytes per ledger write and per arrival (RSS
+   from /proc/self/statm, deltas; the bench's own scaffolding arrays subtracted), the ``LedgerView``
+   reconcile builds on its first call (CPU per write), reconcile and verdicts CPU per arrival, peak RSS
+   (VmHWM) per write. A size whose run would take longer than ``--budget`` s (extrapolated from the
+   previous size with the exponent measured so far), or whose peak would not fit in MemAvailable, is not
+   run: its figures are extrapolated and marked so.
+2. Listeners per process and subscriptions per listener. The pipeline of ``bench/harness_bench.py``: a
+   process of real ``ListenerSession`` s (``Run`` in a real Locust ``Environment``, deliveries into its
+   stats) against the built-in stand-in, a writer process of real ``WriterUser`` s paced to a total of
+   ``--write-rate`` writes/s for ``--window`` s, the drain, then ``reconcile`` + ``verdicts`` in the
+   pipeline process. Listeners per process 20, 200, 1,000 with one subscription each, and 20 listeners
+   with 10 subscriptions each. The load test's options give a listener one subscription per workload
+   table (``loadtest.run.workloads.subscriptions_for``; ``--workload both``: two, on two tables), no
+   option sets more; ``ListenerSession`` takes any list of subscription specs on its one connection,
+   so the bench gives it S subscriptions of ``SELECT * FROM <ns>.events`` (ids events, events1, ...).
+   Printed: CPU per verified delivery (receiving + reconciling, the pipeline process's
+   ``getrusage``), RSS per subscription once subscribed, RSS growth per arrival over the window.
+3. Workers. ``bench/distributed_bench.py``'s run (``locust --processes N``, the built-in stand-in,
+   both workloads, a fixed total load) for N = 1, 2, 4: the master's CPU-seconds per second of wall.
+
+Growth exponents between consecutive rows: log(cost ratio) / log(size ratio), where cost is the total
+(per-item figure x items) and size is writes (1), subscriptions per process (2), worker processes (3).
+Floor: every exponent <= 1.15 (linear, with room for noise); exit 1 when one is above. An RSS growth
+too small to measure (< 4 MiB) has no exponent. On a 2-core machine shared with other work, CPU time
+is used rather than wall time, and a figure can still move by some percent between runs.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+BENCH = Path(__file__).resolve().parent
+if str(BENCH) not in sys.path:
+    sys.path.insert(0, str(BENCH))
+
+FLOOR_EXPONENT = 1.15
+SIZES = (100_000, 1_000_000, 10_000_000)
+MIN_RSS_DELTA = 4 << 20     # an RSS growth below this is not resolved well enough for an exponent
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _mem_available() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _cpu() -> float:
+    """User CPU seconds of this process. Kernel time is kept apart (_sys): here it is mostly page faults
+    on first touch of memory, whose cost per fault grows with the footprint on this VM (3.6 us per fault
+    building a 300k-write LedgerView, 8.6 us at 10M), which says more about the machine than the code."""
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_utime
+
+
+def _sys() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
+class _GcWatch:
+    """Time spent in the cyclic GC's collections (gc.callbacks), and the longest one: a pause of every
+    greenlet of the process."""
+
+    def __init__(self):
+        self.total, self.longest, self.full, self._t = 0.0, 0.0, 0, 0.0
+        gc.callbacks.append(self._cb)
+
+    def _cb(self, phase, info):
+        if phase == "start":
+            self._t = time.perf_counter()
+            return
+        d = time.perf_counter() - self._t
+        self.total += d
+        self.longest = max(self.longest, d)
+        self.full += info["generation"] == 2
+
+    def close(self) -> dict:
+        gc.callbacks.remove(self._cb)
+        return {"gc_s": self.total, "gc_longest_s": self.longest, "gc_full": self.full}
+
+
+def exponent(size1: float, cost1: float, size2: float, cost2: float):
+    """log(cost ratio) / log(size ratio); None when a cost is not positive."""
+    if not (cost1 > 0 and cost2 > 0 and size1 > 0 and size2 > 0 and size1 != size2):
+        return None
+    return math.log(cost2 / cost1) / math.log(size2 / size1)
+
+
+def _fmt_exp(e) -> str:
+    if e is None:
+        return "n/a"
+    return f"{e:.2f}" + ("!" if e > FLOOR_EXPONENT else "")
+
+
+# ---------------------------------------------------------------------------------------------------
+# part 1: the verifier and the ledger at size (one child process per size)
+# ---------------------------------------------------------------------------------------------------
+
+def verifier_child(writes: int, subs: int, writers: int = 10, payload: int = 64, seed: int = 1) -> dict:
+    import random
+    from array import array
+    from collections import deque
+    from itertools import repeat
+    from operator import eq
+
+    from checks import (OP_DELETE, OP_INSERT, OP_UPDATE, OUTCOME_ACK, ArrivalLog, SubscriptionInfo,
+                        Thresholds, Workload, WriteLedger, reconcile, verdicts)
+    from checks.model import SEQ_EPOCH_MS, SEQ_TIME_SHIFT
+
+    out: dict = {"writes": writes, "subs": subs}
+    rnd = random.Random(seed)
+    t = [1_750_000_000.0]
+    clock = lambda: t[0]  # noqa: E731
+    names = [f"w{w:02d}" for w in range(writers)]
+    pad = "x" * max(0, payload - 10)
+    # the bench's own state: each writer's live keys (insert idx), O(1) removal; its size is subtracted
+    live = [array("q") for _ in range(writers)]
+    rss0 = _rss()
+    s0 = _sys()
+    watch = _GcWatch()
+    c0 = _cpu()
+    led = WriteLedger(Workload("events", "shared", ("payload",)), clock=clock)
+    begin, finish, pk = led.begin, led.finish, led.pk
+    random_, randrange = rnd.random, rnd.randrange
+    for k in range(writes):
+        w = k % writers
+        keys = live[w]
+        r = random_()
+        if r < 0.6 or not keys:
+            idx = begin(names[w], OP_INSERT, None, {"payload": f"{k:010d}{pad}"})
+            keys.append(idx)
+        elif r < 0.9:
+            idx = begin(names[w], OP_UPDATE, pk(keys[randrange(len(keys))]), {"payload": f"{k:010d}{pad}"})
+        else:
+            j = randrange(len(keys))
+            victim = keys[j]
+            keys[j] = keys[-1]
+            keys.pop()
+            idx = begin(names[w], OP_DELETE, pk(victim))
+        t[0] += 0.00002
+        finish(idx, OUTCOME_ACK)
+    out["build_cpu"] = _cpu() - c0
+    out.update(watch.close())
+    scaffold = sum(a.buffer_info()[1] * a.itemsize for a in live)
+    del live
+    rss1 = _rss()
+    out["ledger_bytes"] = rss1 - rss0 - scaffold
+
+    # what each subscription receives, as columns (scaffolding: measured before the logs, not counted)
+    op, wr, wseq, prev = led._op, led._writer, led._wseq, led._prev
+    n_col = array("q", (wseq[i] if o != OP_DELETE else wseq[prev[i]] for i, o in enumerate(op)))
+    seq_col, last_ms, c = array("q"), -1, 0     # _seq: commit ms, then a counter within the ms
+    for ts in led._t_sent:
+        ms = int(ts * 1000)
+        last_ms, c = (ms, 0) if ms != last_ms else (ms, c + 1)
+        seq_col.append(((ms - SEQ_EPOCH_MS) << SEQ_TIME_SHIFT) | c)
+    trecv_col = array("d", (ts + 0.003 for ts in led._t_sent))
+    wnames = [led.writers()[c - 1] if c else "" for c in range(len(names) + 1)]
+    t_end = t[0] + 1.0
+    rss2 = _rss()
+    logs = []
+    c0 = _cpu()
+    for s in range(subs):
+        log = ArrivalLog(SubscriptionInfo(f"l{s:02d}", "events", content_columns=("payload",)))
+        log.subscribed(1_750_000_000.0 - 1.0)
+        log.ready(1_750_000_000.0 - 0.99)
+        # ArrivalLog.record per arrival (kinds equal op codes), called from C: the cost is record's own
+        deque(map(log.record, op, map(wnames.__getitem__, wr), n_col, seq_col, trecv_col, led._digest,
+                  led._old_digest, map(eq, op, repeat(OP_DELETE))), 0)
+        log.finished(t_end)
+        logs.append(log)
+    out["record_cpu"] = _cpu() - c0
+    rss3 = _rss()
+    arrivals = sum(len(x) for x in logs)
+    out["arrivals"] = arrivals
+    out["arrival_bytes"] = rss3 - rss2
+    out["column_bytes"] = sum(x.nbytes() for x in logs)
+    del n_col, seq_col, trecv_col
+
+    gc.collect()
+    rss4 = _rss()
+    c0 = _cpu()
+    led.view()            # what reconcile builds on its first call (cached for the next ones)
+    out["view_cpu"] = _cpu() - c0
+    out["view_bytes"] = _rss() - rss4
+    c0 = _cpu()
+    results = [reconcile(led, log) for log in logs]
+    out["reconcile_cpu"] = _cpu() - c0
+    c0 = _cpu()
+    report = verdicts(led, results, thresholds=Thresholds())
+    out["verdicts_cpu"] = _cpu() - c0
+    out["peak_rss"] = _peak_rss()
+    out["sys"] = _sys() - s0
+    out["lost"] = sum(r.lost for r in results)
+    out["delivered"] = sum(c["delivered"] for r in results for c in r.by_op.values())
+    out["bad"] = {k: v.verdict for k, v in report.items() if v.verdict not in ("pass", "skipped")}
+    return out
+
+
+VMETRICS = (  # key, header, per-item figure from a child's answer, its item count
+    ("build", "ledger CPU us/write", lambda r: 1e6 * r["build_cpu"] / r["writes"], "writes"),
+    ("ledger_b", "ledger B/write", lambda r: r["ledger_bytes"] / r["writes"], "writes"),
+    ("arrival_b", "B/arrival", lambda r: r["arrival_bytes"] / r["arrivals"], "arrivals"),
+    ("record", "record us/arrival", lambda r: 1e6 * r["record_cpu"] / r["arrivals"], "arrivals"),
+    ("view", "view us/write", lambda r: 1e6 * r["view_cpu"] / r["writes"], "writes"),
+    ("reconcile", "reconcile us/arrival", lambda r: 1e6 * r["reconcile_cpu"] / r["arrivals"], "arrivals"),
+    ("verdicts", "verdicts us/arrival", lambda r: 1e6 * r["verdicts_cpu"] / r["arrivals"], "arrivals"),
+    ("peak", "peak RSS B/write", lambda r: r["peak_rss"] / r["writes"], "writes"),
+)
+
+
+def run_verifier_size(writes: int, subs: int) -> dict:
+    t0 = time.time()
+    p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--role", "verifier", "--writes", str(writes),
+                        "--subs", str(subs)], capture_output=True, text=True, cwd=ROOT)
+    if p.returncode:
+        raise RuntimeError(f"verifier child ({writes:,} writes) exit {p.returncode}:\n{p.stderr[-3000:]}")
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    r["wall"] = time.time() - t0
+    return r
+
+
+def part_verifier(a) -> tuple[list, bool]:
+    sizes = [n for n in SIZES if n <= a.max_writes] or [a.max_writes]
+    print(f"\n1. verifier and ledger at size: {a.subs} subscriptions each receiving every change, 10 writers, "
+          f"op mix 60/30/10, 64-byte payloads; one fresh process per size; us = user CPU")
+    rows: list = []
+    for n in sizes:
+        prev = rows[-1] if rows else None
+        if prev is not None:
+            # extrapolate this size's wall time and peak from the previous one, with the growth seen so far
+            e = 1.0
+            if len(rows) >= 2 and not rows[-2].get("extrapolated"):
+                e = max(1.0, exponent(rows[-2]["writes"], rows[-2]["wall"], prev["writes"], prev["wall"]) or 1.0)
+            est_wall = prev["wall"] * (n / prev["writes"]) ** e
+            est_peak = prev["peak_rss"] * n / prev["writes"]
+            avail = _mem_available()
+            if prev.get("extrapolated") or est_wall > a.budget or est_peak > 0.9 * avail:
+                why = (f"would take ~{est_wall:.0f} s > {a.budget:g} s budget" if est_wall > a.budget else
+                       f"peak ~{est_peak / 2**30:.1f} GiB > 90% of MemAvailable {avail / 2**30:.1f} GiB"
+                       if est_peak > 0.9 * avail else "the previous size was extrapolated")
+                rows.append(_extrapolate(rows, n, why, est_wall))
+                print(f"   {n:>11,} writes: not run ({why}); figures extrapolated")
+                continue
+        r = run_verifier_size(n, a.subs)
+        rows.append(r)
+        print(f"   {n:>11,} writes: {r['arrivals']:,} arrivals, {r['wall']:.0f} s wall, peak RSS "
+              f"{r['peak_rss'] / 2**30:.2f} GiB, kernel CPU {r['sys']:.1f} s (apart); ledger build: "
+              f"{r['gc_s']:.2f} s in the cyclic GC ({r['gc_full']} full collections, longest {r['gc_longest_s']:.3f} s); "
+              f"lost {r['lost']}, non-passing verdicts {r['bad'] or 'none'}")
+    for r in rows:
+        if not r.get("extrapolated"):
+            for key, _, f, _ in VMETRICS:
+                r[key] = f(r)
+    # the table
+    head = ["writes", "arrivals"] + [h for _, h, _, _ in VMETRICS] + ["wall s"]
+    table = []
+    for r in rows:
+        x = "~" if r.get("extrapolated") else ""
+        table.append([f"{x}{r['writes']:,}", f"{x}{r['arrivals']:,}"]
+                     + [f"{x}{r[k]:.3f}" if r[k] < 10 else f"{x}{r[k]:,.1f}" for k, _, _, _ in VMETRICS]
+                     + [f"{x}{r['wall']:.0f}"])
+    ok = True
+    for r1, r2 in zip(rows, rows[1:]):
+        cells = [f"exponent {r1['writes'] // 1000:,}k->{r2['writes'] // 1000:,}k", ""]
+        for key, _, _, items in VMETRICS:
+            if r2.get("extrapolated"):
+                cells.append("(extrap.)")
+                continue
+            if key.endswith("_b") and min(r1[key] * r1[items], r2[key] * r2[items]) < MIN_RSS_DELTA:
+                cells.append("n/a")
+                continue
+            e = exponent(r1[items], r1[key] * r1[items], r2[items], r2[key] * r2[items])
+            ok &= e is None or e <= FLOOR_EXPONENT
+            cells.append(_fmt_exp(e))
+        cells.append("")
+        table.append(cells)
+    _print_table(head, table)
+    print(f"   floor: every exponent <= {FLOOR_EXPONENT} ('!' marks one above); B = resident bytes (RSS deltas); "
+          f"'~' = extrapolated, not measured")
+    for r in rows:
+        if not r.get("extrapolated") and (r["lost"] or r["bad"]):
+            ok = False
+            print(f"   the {r['writes']:,}-write history did not verify clean: lost {r['lost']}, {r['bad']}")
+    return rows, ok
+
+
+def _extrapolate(rows: list, n: int, why: str, est_wall: float) -> dict:
+    """Figures for size n from the largest measured size, each per-item figure grown by the exponent
+    measured between the two largest measured sizes (1 when only one was measured)."""
+    meas = [r for r in rows if not r.get("extrapolated")]
+    last = meas[-1]
+    out = {"writes": n, "arrivals": last["arrivals"] * n // last["writes"], "extrapolated": why, "wall": est_wall}
+    for key, _, f, items in VMETRICS:
+        v = f(last)
+        e = 1.0
+        if len(meas) >= 2:
+            e = exponent(meas[-2][items], f(meas[-2]) * meas[-2][items], last[items], v * last[items]) or 1.0
+        out[key] = v * (n / last["writes"]) ** (e - 1.0)
+    out["peak_rss"] = out["peak"] * n
+    return out
+
+
+def _print_table(head: list, rows: list) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    line = lambda cells: "   " + "  ".join(str(c).rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+    print(line(head))
+    for r in rows:
+        print(line(r))
+
+
+# ---------------------------------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--role", choices=("verifier", "pipeline"), help=argparse.SUPPRESS)
+    ap.add_argument("--writes", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--parts", default="verifier,listeners,workers", help="comma list of: verifier, listeners, workers")
+    ap.add_argument("--max-writes", type=int, default=10_000_000, help="largest history of part 1")
+    ap.add_argument("--subs", type=int, default=3, help="part 1: subscriptions receiving every change")
+    ap.add_argument("--budget", type=float, default=180.0,
+                    help="part 1: a size whose run would take longer (s) is extrapolated, not run")
+    ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    a = ap.parse_args(argv)
+    if a.role == "verifier":
+        print(json.dumps(verifier_child(a.writes, a.subs)))
+        return 0
+    parts = set(filter(None, a.parts.split(",")))
+    print(f"machine: {os.cpu_count()} CPUs, {_mem_available() / 2**30:.1f} GiB available")
+    ok = True
+    fig: dict = {}
+    if "verifier" in parts:
+        fig["verifier"], good = part_verifier(a)
+        ok &= good
+    if a.json:
+        Path(a.json).write_text(json.dumps(fig, indent=1, default=str))
+    print(json.dumps({"exit": 0 if ok else 1}))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
