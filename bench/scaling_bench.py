@@ -324,7 +324,8 @@ def part_verifier(a) -> tuple[list, bool]:
 
 def _extrapolate(rows: list, n: int, why: str, est_wall: float) -> dict:
     """Figures for size n from the largest measured size, each per-item figure grown by the exponent
-    measured between the two largest measured sizes (1 when only one was measured)."""
+    measured between the two largest measured sizes, never below 1 (a per-item cost is not assumed to
+    fall further: fixed costs that shrink per item at small sizes do not keep shrinking)."""
     meas = [r for r in rows if not r.get("extrapolated")]
     last = meas[-1]
     out = {"writes": n, "arrivals": last["arrivals"] * n // last["writes"], "extrapolated": why, "wall": est_wall}
@@ -332,7 +333,7 @@ def _extrapolate(rows: list, n: int, why: str, est_wall: float) -> dict:
         v = f(last)
         e = 1.0
         if len(meas) >= 2:
-            e = exponent(meas[-2][items], f(meas[-2]) * meas[-2][items], last[items], v * last[items]) or 1.0
+            e = max(1.0, exponent(meas[-2][items], f(meas[-2]) * meas[-2][items], last[items], v * last[items]) or 1.0)
         out[key] = v * (n / last["writes"]) ** (e - 1.0)
     out["peak_rss"] = out["peak"] * n
     return out
@@ -344,6 +345,342 @@ def _print_table(head: list, rows: list) -> None:
     print(line(head))
     for r in rows:
         print(line(r))
+
+
+# ---------------------------------------------------------------------------------------------------
+# part 2: listeners per process, subscriptions per listener (harness_bench's pipeline machinery)
+# ---------------------------------------------------------------------------------------------------
+
+def pipeline_main() -> None:
+    """harness_bench's pipeline process, with S subscriptions per listener and RSS figures: real
+    ListenerSessions (deliveries into Locust's stats), started 50 at a time; after the drain, reconcile +
+    verdicts of every subscription's log against the writers' ledger."""
+    from gevent import monkey
+    monkey.patch_all()
+    import gevent
+    import gevent.pool
+
+    import harness_bench as hb
+
+    stdin = hb._lines()
+    job = json.loads(stdin.readline())
+    env, run = hb._child_env(job)
+    from checks import Thresholds, WriteLedger, reconcile, verdicts
+    from loadtest.run.listening import ListenerSession
+    from loadtest.run.locuststats import DeliveryStats
+    from loadtest.run.pacing import TokenBucket
+    from loadtest.run.workloads import SubscriptionSpec, events_table
+
+    # logins and WebSocket auths: the stand-in's config allows 10,000/s per IP; the load test's 15/s
+    # (KalamDB's default limit) would take minutes for 1,000 listeners
+    run.auth_bucket = TokenBucket(1000.0, burst=50.0)
+    ns = job["namespace"]
+    table = events_table(ns)
+    specs = [SubscriptionSpec(table, "events" if j == 0 else f"events{j}", f"SELECT * FROM {ns}.events", "", "")
+             for j in range(job["subs"])]
+    sessions = []
+    rss_before = _rss()
+
+    def start(account):
+        s = ListenerSession(run, account, specs, batch_size=run.options.snapshot_batch_size,
+                            on_delivery=DeliveryStats(env))
+        run.sessions.append(s)
+        s.start(timeout=120)
+        sessions.append(s)
+
+    pool = gevent.pool.Pool(50)
+    for account in run.prov.listeners:
+        pool.spawn(start, account)
+    pool.join(raise_error=True)
+    gevent.sleep(0.5)
+    rss_ready = _rss()
+    hb._say("READY")
+    while True:
+        cmd = stdin.readline().decode().strip()
+        if cmd == "GO":
+            cpu0, wall0 = hb._cpu(), time.time()
+            hb._say("OK")
+        elif cmd == "COUNT":
+            hb._say(str(sum(s.received_total() for s in sessions)))
+        else:
+            break
+    cpu_recv, wall = hb._cpu() - cpu0, time.time() - wall0
+    rss_end = _rss()
+    for s in sessions:
+        s.close()
+    t_end = time.time()
+    ledger = WriteLedger.from_bytes(Path(cmd.split(" ", 1)[1]).read_bytes())
+    c0 = hb._cpu()
+    results = []
+    logs = [st.log for s in sessions for st in s.subs.values()]
+    for log in logs:
+        log.finished(t_end)
+        results.append(reconcile(ledger, log))
+    report = verdicts(ledger, results, thresholds=Thresholds(latency_ms=1000.0))
+    cpu_verify = hb._cpu() - c0
+    hb._say({"arrivals": sum(r.arrivals for r in results), "subscriptions": len(results),
+             "verified": sum(c["delivered"] for r in results for c in r.by_op.values()),
+             "lost": sum(r.lost for r in results), "cpu_recv": cpu_recv, "cpu_verify": cpu_verify, "wall": wall,
+             "rss_before": rss_before, "rss_ready": rss_ready, "rss_end": rss_end,
+             "column_bytes": sum(x.nbytes() for x in logs), "locust_requests": env.stats.total.num_requests,
+             "bad": {k: v.verdict for k, v in report.items() if v.verdict in ("fail", "inconclusive")}})
+
+
+class _Child:
+    """harness_bench.Child, for a role of this script."""
+
+    def __new__(cls, role: str, job: dict):
+        import harness_bench as hb
+        c = object.__new__(hb.Child)
+        c.p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--role", role],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        c.role = role
+        c.send(json.dumps(job))
+        return c
+
+
+def listener_window(url: str, admin, *, listeners: int, subs: int, writers: int, write_rate: float,
+                    duration: float, tmp: Path) -> dict:
+    """One window: fresh namespace and accounts, the pipeline's sessions subscribed, writers paced to
+    write_rate writes/s in total for `duration` s, the drain (every acknowledged write is one change per
+    subscription; stop when still for 3 s, at most 60 s), then reconcile in the pipeline process."""
+    import harness_bench as hb
+    t0 = time.time()
+    p = hb.provision(admin, listeners, writers)
+    acc = lambda a: (a.user, a.password)  # noqa: E731
+    base = {"url": url, "namespace": p.namespace, "run_id": p.run_id, "writers": [acc(a) for a in p.writers],
+            "write_rate": write_rate / writers}
+    children = []
+    try:
+        pipe = _Child("pipeline", dict(base, listeners=[acc(a) for a in p.listeners], subs=subs))
+        children.append(pipe)
+        pipe.expect_ready()
+        t_ready = time.time()
+        wr = hb.Child("writer", dict(base, listeners=[]))
+        children.append(wr)
+        wr.expect_ready()
+        assert pipe.ask("GO") == "OK"
+        led = tmp / f"ledger-{p.run_id}.bin"
+        wres = wr.ask(f"WRITE {duration} {led}")
+        expected = wres["acked"] * listeners * subs
+        end, last, still = time.time() + 60, None, time.time()
+        while time.time() < end:
+            got = int(pipe.ask("COUNT"))
+            if got >= expected:
+                break
+            if got != last:
+                last, still = got, time.time()
+            elif time.time() - still > 3:
+                break
+            time.sleep(0.2)
+        out = pipe.ask(f"STOP {led}")
+        out.update(writer=wres, expected=expected, listeners=listeners, subs=subs, setup_s=t_ready - t0,
+                   total_s=time.time() - t0)
+        return out
+    finally:
+        for c in children:
+            c.close()
+
+
+LMETRICS = (  # key, header, figure, the item it is per
+    ("cpu_us", "CPU us/verified delivery", lambda r: 1e6 * (r["cpu_recv"] + r["cpu_verify"]) / max(r["verified"], 1)),
+    ("recv_us", "of it receiving", lambda r: 1e6 * r["cpu_recv"] / max(r["verified"], 1)),
+    ("rss_sub", "RSS B/subscription", lambda r: (r["rss_ready"] - r["rss_before"]) / r["subscriptions"]),
+    ("rss_arr", "RSS B/arrival", lambda r: (r["rss_end"] - r["rss_ready"]) / max(r["arrivals"], 1)),
+    ("col_arr", "log B/arrival", lambda r: r["column_bytes"] / max(r["arrivals"], 1)),
+)
+
+
+def part_listeners(a) -> tuple[list, bool]:
+    from kalamclient import KalamHttp
+    from standin.testing import TEST_ROOT_PASSWORD, StandinProcess
+
+    grid = [(int(x.split("x")[0]), int(x.split("x")[1])) for x in a.grid.split(",")]
+    print(f"\n2. listeners per process, subscriptions per listener: one pipeline process (real ListenerSessions), "
+          f"{a.writers} writers paced to {a.write_rate:g} writes/s in total for {a.window:g} s (every write "
+          f"is one change per subscription), stand-in with config/loadtest-server.toml; us = the pipeline "
+          f"process's CPU (user + system) from GO to the drain's end, plus its reconcile + verdicts")
+    rows = []
+    with StandinProcess(root_password=TEST_ROOT_PASSWORD, config=str(ROOT / "config" / "loadtest-server.toml")) \
+            as s, tempfile.TemporaryDirectory() as tmp:
+        admin = KalamHttp(s.url, timeout=30)
+        admin.login("root", TEST_ROOT_PASSWORD)
+        for listeners, subs in grid:
+            r = listener_window(s.url, admin, listeners=listeners, subs=subs, writers=a.writers,
+                                write_rate=a.write_rate, duration=a.window, tmp=Path(tmp))
+            for key, _, f in LMETRICS:
+                r[key] = f(r)
+            rows.append(r)
+            w = r["writer"]
+            print(f"   {listeners:>5} listeners x {subs:>2} subscriptions: {w['acked']:,} writes acked "
+                  f"({w['acked'] / w['wall']:.1f}/s), {r['verified']:,} verified of {r['expected']:,} expected "
+                  f"({r['verified'] / max(r['wall'], 1e-9):,.0f}/s over {r['wall']:.1f} s), {r['lost']} lost, "
+                  f"CPU {r['cpu_recv']:.2f} s receiving + {r['cpu_verify']:.2f} s reconciling; set-up "
+                  f"{r['setup_s']:.0f} s, window total {r['total_s']:.0f} s; bad verdicts: {r['bad'] or 'none'}")
+    head = ["listeners", "subs each", "subscriptions", "verified"] + [h for _, h, _ in LMETRICS]
+    table = [[f"{r['listeners']:,}", str(r["subs"]), f"{r['subscriptions']:,}", f"{r['verified']:,}"]
+             + [f"{r[k]:,.1f}" for k, _, _ in LMETRICS] for r in rows]
+    ok = True
+    # exponents along each line of the grid: listeners at 1 subscription, subscriptions at the first count
+    lines = [[r for r in rows if r["subs"] == 1], [r for r in rows if r["listeners"] == rows[0]["listeners"]]]
+    for line in lines:
+        for r1, r2 in zip(line, line[1:]):
+            cells = [f"exponent {r1['listeners']}x{r1['subs']}->{r2['listeners']}x{r2['subs']}", "", "", ""]
+            n1, n2 = r1["subscriptions"], r2["subscriptions"]
+            for key, _, _ in LMETRICS:
+                if key.startswith("rss"):
+                    d1 = r1[key] * (r1["subscriptions"] if key == "rss_sub" else r1["arrivals"])
+                    d2 = r2[key] * (r2["subscriptions"] if key == "rss_sub" else r2["arrivals"])
+                    if min(d1, d2) < MIN_RSS_DELTA:
+                        cells.append("n/a")
+                        continue
+                if key == "col_arr":
+                    cells.append("")
+                    continue
+                # per-item figure f at n subscriptions: the whole costs f x n per write (or per process)
+                e = exponent(n1, r1[key] * n1, n2, r2[key] * n2)
+                if key != "recv_us":
+                    ok &= e is None or e <= FLOOR_EXPONENT
+                cells.append(_fmt_exp(e))
+            table.append(cells)
+    _print_table(head, table)
+    print(f"   floor: every exponent <= {FLOOR_EXPONENT} (size: subscriptions per process; cost: the per-item "
+          f"figure x subscriptions, i.e. per write carried); RSS growths < {MIN_RSS_DELTA >> 20} MiB: n/a. The "
+          f"load test's options give a listener one subscription per table: the 10-subscription row is "
+          f"ListenerSession with 10 specs on one table (no option makes it)")
+    for r in rows:
+        if r["lost"] or r["bad"] or r["verified"] < r["expected"]:
+            ok = False
+            print(f"   {r['listeners']}x{r['subs']}: not every change verified ({r['verified']:,} of "
+                  f"{r['expected']:,}, lost {r['lost']}, {r['bad']})")
+    return rows, ok
+
+
+# ---------------------------------------------------------------------------------------------------
+# part 3: worker processes (distributed_bench's run)
+# ---------------------------------------------------------------------------------------------------
+
+class _MasterCpu:
+    """Samples the CPU (utime + stime, /proc/PID/stat) of the locust process this process starts, i.e. the
+    master (``--processes N`` forks its workers from it), every 0.2 s in a thread."""
+
+    def __init__(self):
+        import threading
+        self.samples: list = []      # (time.time(), CPU s)
+        self.pid = None
+        self._stop = False
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _find(self):
+        me = os.getpid()
+        try:
+            kids = Path(f"/proc/{me}/task/{me}/children").read_text().split()
+        except OSError:
+            return None
+        for k in kids:
+            try:
+                if b"locust" in Path(f"/proc/{k}/cmdline").read_bytes():
+                    return int(k)
+            except OSError:
+                continue
+        return None
+
+    def _loop(self):
+        while not self._stop:
+            if self.pid is None:
+                self.pid = self._find()
+            if self.pid is not None:
+                try:
+                    f = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    self.samples.append((time.time(), (int(f[11]) + int(f[12])) / self._tick))
+                except (OSError, IndexError, ValueError):
+                    pass
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._stop = True
+        self._thread.join(2)
+
+    def between(self, t0: float, t1: float):
+        """CPU seconds of the master between t0 and t1 (the nearest samples inside), and that span."""
+        inside = [(t, c) for t, c in self.samples if t0 <= t <= t1]
+        if len(inside) < 2:
+            return None, None
+        return inside[-1][1] - inside[0][1], inside[-1][0] - inside[0][0]
+
+
+def part_workers(a) -> tuple[list, bool]:
+    import distributed_bench
+
+    counts = [int(x) for x in a.processes.split(",")]
+    ns = argparse.Namespace(writers=a.dist_writers, listeners=a.dist_listeners, write_rate=a.dist_write_rate,
+                            run_time=a.dist_run_time)
+    print(f"\n3. workers: `locust --processes N` (distributed_bench.run: the built-in stand-in, both workloads), "
+          f"the same total load each time: {ns.writers} writers x {ns.write_rate:g} writes/s, {ns.listeners} "
+          f"listeners, {ns.run_time} of load; the master's CPU per second while the writers write, and over the "
+          f"whole run")
+    rows = []
+    for n in counts:
+        # a port of its own for the master (Locust's default 5557 is shared by every run on the machine: a
+        # worker of another run there once joined this run's master)
+        import socket
+        with socket.socket() as sk:
+            sk.bind(("127.0.0.1", 0))
+            port = str(sk.getsockname()[1])
+        saved = {k: os.environ.get(k) for k in ("LOCUST_MASTER_BIND_PORT", "LOCUST_MASTER_NODE_PORT")}
+        os.environ.update(LOCUST_MASTER_BIND_PORT=port, LOCUST_MASTER_NODE_PORT=port)
+        watch = _MasterCpu()
+        try:
+            rep = distributed_bench.run(n, ns)
+        finally:
+            watch.stop()
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        d, fig = rep["distributed"], rep["figures"]
+        e = d["end_of_run_seconds"]
+        load_cpu, load_s = watch.between(rep["run"]["writing_started_at"] or 0, rep["run"]["writing_stopped_at"] or 0)
+        r = {"processes": n, "verdict": rep["summary"]["verdict"], "wall": rep["_wall"],
+             "not_passing": {k: v["verdict"] for k, v in rep["scenarios"].items()
+                             if v["verdict"] not in ("pass", "skipped")},
+             "master_cpu": d["master_cpu_seconds"], "end_cpu": e.get("master_cpu_seconds", 0.0),
+             "arrivals": sum(w["arrivals"] for w in d["workers"]), "workers": len(d["workers"]),
+             "bytes": (d["messages"] or {}).get("bytes_in", 0) + (d["messages"] or {}).get("bytes_out", 0),
+             "writing_s": fig["writing_seconds"]}
+        r["cpu_per_s"] = r["master_cpu"] / r["wall"]
+        r["load_cpu"], r["load_s"] = load_cpu, load_s
+        r["load_cpu_per_s"] = load_cpu / load_s if load_cpu is not None and load_s else None
+        rows.append(r)
+        print(f"   --processes {n}: verdict {r['verdict']} {r['not_passing'] or ''}, {r['workers']} workers reported, {r['arrivals']:,} arrivals "
+              f"verified across workers, master CPU {r['master_cpu']:.2f} s over {r['wall']:.1f} s wall (end of "
+              f"run {r['end_cpu']:.3f} s), {r['bytes']:,} B through the master")
+    head = ["processes", "master CPU-s/s writing", "master CPU-s/s run", "master CPU s", "of it end of run",
+            "wall s", "arrivals"]
+    table = [[str(r["processes"]), "n/a" if r["load_cpu_per_s"] is None else f"{r['load_cpu_per_s']:.4f}",
+              f"{r['cpu_per_s']:.4f}", f"{r['master_cpu']:.2f}", f"{r['end_cpu']:.3f}", f"{r['wall']:.1f}",
+              f"{r['arrivals']:,}"] for r in rows]
+    ok = True
+    for r1, r2 in zip(rows, rows[1:]):
+        cells = [f"exponent {r1['processes']}->{r2['processes']}"]
+        for key in ("load_cpu_per_s", "cpu_per_s"):
+            e = (exponent(r1["processes"], r1[key], r2["processes"], r2[key])
+                 if r1[key] is not None and r2[key] is not None else None)
+            ok &= e is None or e <= FLOOR_EXPONENT
+            cells.append(_fmt_exp(e))
+        table.append(cells + ["", "", "", ""])
+    _print_table(head, table)
+    print(f"   floor: exponents of the master's CPU-s per s over worker processes <= {FLOOR_EXPONENT}; 'writing': "
+          f"/proc/PID/stat of the master sampled every 0.2 s, between the report's writers start and stop "
+          f"(10 ms ticks); 'run': the report's master CPU over the whole run, start-up included")
+    for r in rows:
+        if r["workers"] != r["processes"]:
+            ok = False
+            print(f"   --processes {r['processes']}: {r['workers']} workers reported")
+    return rows, ok
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -359,10 +696,23 @@ def main(argv=None) -> int:
     ap.add_argument("--subs", type=int, default=3, help="part 1: subscriptions receiving every change")
     ap.add_argument("--budget", type=float, default=180.0,
                     help="part 1: a size whose run would take longer (s) is extrapolated, not run")
+    ap.add_argument("--grid", default="20x1,200x1,1000x1,20x10",
+                    help="part 2: LISTENERSxSUBSCRIPTIONS windows (listeners per process x subscriptions each)")
+    ap.add_argument("--write-rate", type=float, default=20.0, help="part 2: total writes/s of every window")
+    ap.add_argument("--writers", type=int, default=4, help="part 2: writer users sharing that rate")
+    ap.add_argument("--window", type=float, default=8.0, help="part 2: seconds of writing per window")
+    ap.add_argument("--processes", default="1,2,4", help="part 3: worker process counts")
+    ap.add_argument("--dist-writers", type=int, default=4)
+    ap.add_argument("--dist-listeners", type=int, default=8)
+    ap.add_argument("--dist-write-rate", type=float, default=15.0, help="part 3: writes/s per writer")
+    ap.add_argument("--dist-run-time", default="10s")
     ap.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     a = ap.parse_args(argv)
     if a.role == "verifier":
         print(json.dumps(verifier_child(a.writes, a.subs)))
+        return 0
+    if a.role == "pipeline":
+        pipeline_main()
         return 0
     parts = set(filter(None, a.parts.split(",")))
     print(f"machine: {os.cpu_count()} CPUs, {_mem_available() / 2**30:.1f} GiB available")
@@ -370,6 +720,12 @@ def main(argv=None) -> int:
     fig: dict = {}
     if "verifier" in parts:
         fig["verifier"], good = part_verifier(a)
+        ok &= good
+    if "listeners" in parts:
+        fig["listeners"], good = part_listeners(a)
+        ok &= good
+    if "workers" in parts:
+        fig["workers"], good = part_workers(a)
         ok &= good
     if a.json:
         Path(a.json).write_text(json.dumps(fig, indent=1, default=str))
