@@ -78,6 +78,45 @@ def test_rejected_update_rolls_back_and_unlinks():
     assert led.counts()["update"] == {"pending": 0, "ack": 0, "rejected": 1, "unknown": 1}
 
 
+def test_rejected_delete_and_insert_roll_back():
+    led, _ = make()
+    a = led.begin("w1", OP_INSERT, None, {"body": "a", "color": "red"})
+    led.finish(a, OUTCOME_ACK)
+    d = led.begin("w1", OP_DELETE, "w1:1")
+    assert led.row(d) is None
+    led.finish(d, OUTCOME_REJECTED)                       # the key lives on, as version a
+    assert led.row(a) == {"id": "w1:1", "writer": "w1", "n": 1, "body": "a", "color": "red"}
+    u = led.begin("w1", OP_UPDATE, "w1:1", {"body": "b"})
+    assert led.prev_version(u) == a and led.row(u)["color"] == "red"
+    i = led.begin("w1", OP_INSERT, "k2", {"body": "x"})
+    led.finish(i, OUTCOME_REJECTED)                       # never existed: the key may be inserted again
+    led.begin("w1", OP_INSERT, "k2", {"body": "y"})
+    with pytest.raises(ValueError):
+        led.begin("w1", OP_INSERT, "k2", {"body": "z"})       # that one did
+
+
+def test_the_ledger_keeps_no_gc_tracked_object_per_write():
+    # every full collection of the cyclic GC traverses every tracked object: a container per key made the
+    # writers' ledger cost grow faster than its writes (bench/scaling_bench.py: 16 us/write at 1M writes,
+    # 22.5 at 3M, GC pauses of 3 s) and stalled every greenlet of the process meanwhile
+    import gc
+    led, _ = make()
+    def burst(k0):
+        for k in range(k0, k0 + 3000):
+            i = led.begin("w1", OP_INSERT, None, {"body": f"b{k}", "color": "red"})
+            led.finish(i, OUTCOME_ACK)
+            u = led.begin("w1", OP_UPDATE, led.pk(i), {"body": f"c{k}"})
+            led.finish(u, OUTCOME_ACK)
+            if k % 2:
+                led.finish(led.begin("w1", OP_DELETE, led.pk(i)), OUTCOME_ACK)
+    burst(0)
+    gc.collect()
+    before = len(gc.get_objects())
+    burst(3000)
+    gc.collect()
+    assert len(gc.get_objects()) - before < 100
+
+
 def test_serialise_and_merge_ledgers_of_two_processes():
     l1, _ = make()
     l2, _ = make()
