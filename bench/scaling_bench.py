@@ -56,14 +56,11 @@ BENCH = Path(__file__).resolve().parent
 if str(BENCH) not in sys.path:
     sys.path.insert(0, str(BENCH))
 
+from verifier_bench import rss_bytes as _rss  # noqa: E402
+
 FLOOR_EXPONENT = 1.15
 SIZES = (100_000, 1_000_000, 10_000_000)
 MIN_RSS_DELTA = 4 << 20     # an RSS growth below this is not resolved well enough for an exponent
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _peak_rss() -> int:
