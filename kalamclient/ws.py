@@ -484,15 +484,21 @@ class LiveConnection:
             raise ConcurrentObjectUseError("another greenlet is already reading this LiveConnection's socket")
         waiter = self._Waiter(hub)
         watcher.start(waiter.switch, True)
-        timer = None
         try:
-            if timeout is not None:
-                timer = hub.loop.timer(timeout)
-                timer.start(waiter.switch, False)
-            if not waiter.get():
+            if not self._park(waiter, timeout):
                 raise WebSocketTimeoutException("timed out")
         finally:
             watcher.stop()
+
+    def _park(self, waiter, timeout: float | None) -> bool:
+        """gevent: wait on ``waiter`` (armed by the caller) at most ``timeout`` s; False when it passed."""
+        timer = None
+        try:
+            if timeout is not None:
+                timer = self._hub.loop.timer(timeout)
+                timer.start(waiter.switch, False)
+            return waiter.get()
+        finally:
             if timer is not None:
                 timer.close()
 
@@ -869,22 +875,16 @@ class LiveConnection:
                 if not self._ended:
                     self._resume_push()
                 return ev
-            waiter = self._Waiter(self._hub)
-            self._push_waiter = waiter
-            timer = None
+            t = None
             if timeout is not None:
                 t = self._deadline - time.monotonic()
                 if t <= 0:
-                    self._push_waiter = None
                     return None
-                timer = self._hub.loop.timer(t)
-                timer.start(waiter.switch, False)
+            waiter = self._push_waiter = self._Waiter(self._hub)
             try:
-                woke = waiter.get()
+                woke = self._park(waiter, t)
             finally:
                 self._push_waiter = None
-                if timer is not None:
-                    timer.close()
             if not woke:
                 return None
 
