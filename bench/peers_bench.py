@@ -56,7 +56,7 @@ PROCESSOR = BENCH / "peers" / "artillery_processor.js"
 PACE_HEADROOM = 1.05
 FLOOR_RAW = 1.0
 FLOOR_ARTILLERY = 1.0
-RECEIVERS = ("artillery", "locust", "raw", "pipeline", "pipeline-batch", "pipeline-base")
+RECEIVERS = ("artillery", "locust", "raw", "picows", "pipeline", "pipeline-batch", "pipeline-base")
 
 
 def _cpu() -> float:
@@ -157,6 +157,63 @@ def locust_main() -> None:
     cpu, wall = _cpu() - cpu0, time.time() - wall0
     got = changes()
     _say({"arrivals": got, "cpu_recv": cpu, "wall": wall, "locust_requests": env.stats.total.num_requests})
+    os._exit(0)
+
+
+def picows_main() -> None:
+    """A raw uvloop + picows + orjson receive loop (the receive path's candidate engine): counts change frames."""
+    import asyncio
+    import threading
+    import zlib
+
+    import orjson
+    import uvloop
+    from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+    from kalamclient.ws import ws_url
+
+    job = json.loads(sys.stdin.readline())
+    url = ws_url(job["url"], True)
+    counts = [0]
+    acks = [0]
+    sub = orjson.dumps({"type": "subscribe", "subscription": {"id": "events", "sql": job["sql"]}})
+
+    class Counter(WSListener):
+        def on_ws_connected(self, transport: WSTransport):
+            transport.send(WSMsgType.TEXT, sub)
+
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame):
+            data = frame.get_payload_as_memoryview()
+            if frame.msg_type == WSMsgType.BINARY and data[:2] == b"\x1f\x8b":
+                data = zlib.decompress(data, 31)
+            t = orjson.loads(data)["type"]
+            if t == "change":
+                counts[0] += 1
+            elif t == "subscription_ack":
+                acks[0] += 1
+
+    async def run():
+        for token in job["tokens"]:
+            await ws_connect(Counter, url, extra_headers={"Authorization": "Bearer " + token})
+        while acks[0] < len(job["tokens"]):
+            await asyncio.sleep(0.05)
+        await asyncio.Event().wait()
+
+    threading.Thread(target=lambda: uvloop.run(run()), daemon=True).start()
+    while acks[0] < len(job["tokens"]):
+        time.sleep(0.05)
+    _say("READY")
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "GO":
+            cpu0, wall0 = _cpu(), time.time()
+            _say("OK")
+        elif cmd == "COUNT":
+            _say(str(counts[0]))
+        else:
+            break
+    cpu, wall = _cpu() - cpu0, time.time() - wall0
+    _say({"arrivals": counts[0], "cpu_recv": cpu, "wall": wall})
     os._exit(0)
 
 
@@ -392,6 +449,8 @@ def window(url: str, admin, receiver: str, *, listeners: int, writers: int, rate
                 rc = ArtilleryReceiver(job, tmp)
             elif receiver == "raw":
                 rc = Child(harness, "raw", job)
+            elif receiver == "picows":
+                rc = Child(Path(__file__), "picows", job)
             else:
                 rc = Child(Path(__file__), "locust", job)
         children.append(rc)
@@ -449,6 +508,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.role == "locust":
         locust_main()
+        return 0
+    if args.role == "picows":
+        picows_main()
         return 0
     if args.role == "pipeline-batch":
         pipeline_batch_main()

@@ -12,8 +12,10 @@
    Printed per size: CPU per write of the ledger, resident bytes per ledger write and per arrival (RSS
    from /proc/self/statm, deltas; the bench's own scaffolding arrays subtracted), the ``LedgerView``
    reconcile builds on its first call (CPU per write), reconcile and verdicts CPU per arrival, peak RSS
-   (VmHWM) per write. A phase shorter than 3 s (view, reconcile, verdicts at small sizes) is run again
-   until its runs add up to 3 s, and the median is kept. A size whose run would take longer than
+   (VmHWM) per write; and the live view's copy on the event loop for one interval of 1,000 writes (the
+   ledger's delta, pickled, as the observer sends it; beside it the whole ledger it sent before), whose
+   floor is to stay within 2 x of the smallest size's. A phase shorter than 3 s (view, reconcile, verdicts
+   at small sizes) is run again until its runs add up to 3 s, and the median is kept. A size whose run would take longer than
    ``--budget`` s (extrapolated from the previous size with the exponent measured so far), or whose peak
    would not fit in MemAvailable, is not run: its figures are extrapolated and marked so.
 2. Listeners per process and subscriptions per listener. The pipeline of ``bench/harness_bench.py``: a
@@ -43,6 +45,7 @@ import gc
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,6 +62,8 @@ if str(BENCH) not in sys.path:
 from verifier_bench import rss_bytes as _rss  # noqa: E402
 
 FLOOR_EXPONENT = 1.15
+LIVE_INTERVAL = 1_000       # writes in one interval of the live view's copy
+FLOOR_COPY_GROWTH = 2.0     # that copy at the largest size measured, against the smallest
 SIZES = (100_000, 1_000_000, 10_000_000)
 MIN_RSS_DELTA = 4 << 20     # an RSS growth below this is not resolved well enough for an exponent
 
@@ -250,6 +255,34 @@ def verifier_child(writes: int, subs: int, writers: int = 10, payload: int = 64,
 
     out["verdicts_cpu"] = _median(judge)
     report = got["report"]
+
+    # the live view's copy on the event loop for one interval of LIVE_INTERVAL writes, as the run grows:
+    # the ledger's delta (what the observer sends) beside the whole ledger (what it sent before)
+    import pickle
+    led.delta(full=True)
+    from itertools import islice
+    pks = list(islice(((led.writer(i), pk(i)) for i in range(len(led) - 1, -1, -1) if led._next[i] < 0 and led._op[i] != OP_DELETE),
+                      LIVE_INTERVAL))
+
+    def interval():
+        for j in range(LIVE_INTERVAL):
+            i = begin(pks[j][0], OP_UPDATE, pks[j][1], {"payload": f"{j:010d}{pad}"}) if j % 3 == 0 else \
+                begin(names[j % writers], OP_INSERT, None, {"payload": f"{j:010d}{pad}"})
+            finish(i, OUTCOME_ACK)
+
+    def copy_delta():
+        interval()
+        t0 = time.perf_counter()
+        pickle.dumps(led.delta(), protocol=pickle.HIGHEST_PROTOCOL)
+        return time.perf_counter() - t0
+
+    def copy_whole():
+        t0 = time.perf_counter()
+        pickle.dumps(led.to_bytes(), protocol=pickle.HIGHEST_PROTOCOL)
+        return time.perf_counter() - t0
+
+    out["copy_delta_ms"] = 1000.0 * statistics.median(copy_delta() for _ in range(7))
+    out["copy_whole_ms"] = 1000.0 * statistics.median(copy_whole() for _ in range(3))
     out["peak_rss"] = _peak_rss()
     out["sys"] = _sys() - s0
     out["lost"] = sum(r.lost for r in results)
@@ -309,6 +342,12 @@ def part_verifier(a) -> tuple[list, bool]:
               f"{r['peak_rss'] / 2**30:.2f} GiB, kernel CPU {r['sys']:.1f} s (apart); ledger build: "
               f"{r['gc_s']:.2f} s in the cyclic GC ({r['gc_full']} full collections, longest {r['gc_longest_s']:.3f} s); "
               f"lost {r['lost']}, non-passing verdicts {r['bad'] or 'none'}")
+        print(f"   {'':>11}  live view's copy of one interval ({LIVE_INTERVAL:,} writes): {r['copy_delta_ms']:.2f} ms "
+              f"(the whole ledger, as sent before: {r['copy_whole_ms']:.1f} ms)")
+    measured = [r for r in rows if not r.get("extrapolated")]
+    copy_ok = len(measured) < 2 or measured[-1]["copy_delta_ms"] <= FLOOR_COPY_GROWTH * max(measured[0]["copy_delta_ms"], 0.05)
+    print(f"   floor: the live copy of an interval at {measured[-1]['writes']:,} writes <= {FLOOR_COPY_GROWTH:g} x at "
+          f"{measured[0]['writes']:,} (it follows the interval, not the run): {'met' if copy_ok else 'MISSED'}")
     for r in rows:
         if not r.get("extrapolated"):
             for key, _, f, _ in VMETRICS:
@@ -343,7 +382,7 @@ def part_verifier(a) -> tuple[list, bool]:
         if not r.get("extrapolated") and (r["lost"] or r["bad"]):
             ok = False
             print(f"   the {r['writes']:,}-write history did not verify clean: lost {r['lost']}, {r['bad']}")
-    return rows, ok
+    return rows, ok and copy_ok
 
 
 def _extrapolate(rows: list, n: int, why: str, est_wall: float) -> dict:

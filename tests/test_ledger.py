@@ -136,6 +136,56 @@ def test_serialise_and_merge_ledgers_of_two_processes():
         l1.extend(WriteLedger.from_bytes(l2.to_bytes()))      # writer w2 already merged
 
 
+def test_a_replica_kept_by_deltas_equals_its_ledger_and_each_delta_carries_only_what_changed():
+    import random
+    rnd = random.Random(7)
+    led, t = make()
+    rep = None
+    live, pending, sizes = [], [], []
+    for step in range(40):
+        for _ in range(rnd.randrange(1, 30)):
+            t[0] += 0.01
+            w = f"w{rnd.randrange(3)}"
+            mine = [pk for pk in live if pk.startswith(w + ":")]
+            r = rnd.random()
+            if mine and r < 0.3:     # an update of any earlier row: its old version's next changes
+                i = led.begin(w, OP_UPDATE, rnd.choice(mine), {"body": f"u{step}"})
+            elif mine and r < 0.4:
+                pk = rnd.choice(mine)
+                i = led.begin(w, OP_DELETE, pk)
+                live.remove(pk)
+            else:
+                i = led.begin(w, OP_INSERT, None, {"body": "b", "color": "c"})
+                live.append(led.pk(i))
+            pending.append(i)
+        rnd.shuffle(pending)
+        for i in pending[:len(pending) // 2]:  # answers come late, some for writes of earlier deltas
+            outcome = rnd.choice((OUTCOME_ACK, OUTCOME_ACK, OUTCOME_ACK, OUTCOME_REJECTED, OUTCOME_UNKNOWN))
+            led.finish(i, outcome, t_ack=t[0])
+            if outcome == OUTCOME_REJECTED:
+                live = [pk for pk in live if pk in led._rows]
+        del pending[:len(pending) // 2]
+        if step == 25:
+            led.shift_times(0.5)     # every time moves: the next delta is the whole ledger again
+        d = led.delta()
+        sizes.append((d["start"], d["n"], len(d["touched"]) // 8))
+        if rep is None:
+            rep = WriteLedger.replica(d)
+        else:
+            rep.apply(d)
+        assert list(rep.iter_writes()) == list(led.iter_writes()), step
+        assert rep.counts() == led.counts()
+        for w in led.writers():
+            assert [rep.find(w, k) for k in range(1, 6)] == [led.find(w, k) for k in range(1, 6)]
+    # each delta holds the writes begun since the one before (the first, and the one after the shift: all)
+    assert sizes[0][0] == 0 and sizes[25][0] == 0
+    assert all(sizes[k][0] == sizes[k - 1][1] for k in range(1, 40) if k != 25)
+    assert sum(n - s for s, n, _ in sizes) == len(led) + sizes[24][1]
+    assert all(0 < touched <= 60 for s, n, touched in sizes[1:25])
+    with pytest.raises(ValueError):
+        rep.apply(led.delta() | {"start": 3})   # not where the replica stands
+
+
 def test_arrival_log_record_row_extracts_and_flags():
     log = ArrivalLog(SubscriptionInfo("l1", "s1", content_columns=("body", "color")))
     log.subscribed(10.0)

@@ -811,3 +811,60 @@ def test_a_host_typed_into_the_form_is_set_up_with_the_environments_admin(tmp_pa
         except subprocess.TimeoutExpired:
             proc.kill()
     assert TEST_ROOT_PASSWORD not in (tmp_path / "locust.log").read_text()
+
+
+def test_the_live_verifier_fed_increments_answers_as_one_fed_the_whole_record_each_time():
+    # The observer sends each ledger's delta (writes begun since, older ones answered since), not the whole
+    # ledger: the verifier process's replica must reach the verdicts a fresh copy of everything reaches.
+    import copy as _copy
+
+    from checks.arrivals import ArrivalLog, SubscriptionInfo
+    from checks.ledger import WriteLedger
+    from checks.model import (KIND_INSERT, KIND_UPDATE, OP_INSERT, OP_UPDATE, OUTCOME_ACK, SEQ_EPOCH_MS,
+                              SEQ_TIME_SHIFT, Workload)
+    from checks.verifier import Thresholds
+    from loadtest.view.verifier_process import COLUMNS, Replica
+
+    led = WriteLedger(Workload(table="t", content_columns=("body",)))
+    info = SubscriptionInfo("l1", "s1", content_columns=("body",))
+    lg = ArrivalLog(info)
+    lg.subscribed(999.0)
+    lg.ready(999.5)
+    inc, sent = Replica(), 0
+    pending, skipped = [], 0
+    for rnd in range(6):
+        for k in range(50):
+            t = 1000.0 + rnd + k * 0.01
+            if k % 5 == 4 and rnd:       # an update of a row of the first round: an old write's next changes
+                i = led.begin("w1", OP_UPDATE, led.pk(k), {"body": f"r{rnd}"}, t_sent=t)
+            else:
+                i = led.begin("w1", OP_INSERT, None, {"body": "x"}, t_sent=t)
+            pending.append((i, t, dict(led.row(i))))
+        # half of this round's answers come in the next round
+        answer, pending = pending[:len(pending) // 2 + 10], pending[len(pending) // 2 + 10:]
+        for i, t, row in answer:
+            led.finish(i, OUTCOME_ACK, t_ack=t + 0.001)
+            if i % 97 == 3:
+                skipped += 1             # lost on the way
+                continue
+            seq = ((int((t + 0.002) * 1000) - SEQ_EPOCH_MS) << SEQ_TIME_SHIFT) + i
+            kind = KIND_UPDATE if led.op(i) == OP_UPDATE else KIND_INSERT
+            lg.record_row(kind, row, {'body': 'x'} if kind == KIND_UPDATE else None, seq, t + 0.004)
+        end = len(lg.kind)
+
+        def request(start, reset, ledger_delta):
+            return {"now": 1010.0 + rnd, "cutoff": 1000.0 + rnd + 0.25, "ledgers": {"t": ledger_delta},
+                    "logs": [{"key": info.key, "table": "t", "user": "l1", "vanished": False, "info": info,
+                              "start": start, "cols": {c: getattr(lg, c)[start:end].tobytes() for c in COLUMNS},
+                              "epochs": [_copy.copy(e) for e in lg.epochs], "writers": list(lg.writers),
+                              "t_finished": lg.t_finished}],
+                    "missing": [], "finished": False, "reset": reset, "thresholds": Thresholds(),
+                    "latency_from": "sent"}
+        got = inc.handle(request(sent, rnd == 0, led.delta(full=rnd == 0)))
+        sent = end
+        shadow = WriteLedger.from_bytes(led.to_bytes())
+        whole = Replica().handle(request(0, True, shadow.delta()))
+        for part in ("scenarios", "listeners", "totals", "series", "histogram"):
+            assert got[part] == whole[part], (rnd, part)
+    assert got["totals"]["writes_acked"] == len(led) - len(pending)
+    assert got["totals"]["lost"] == skipped > 0

@@ -83,7 +83,75 @@ def feeder(port_out, sockets: int, rate: float, seconds: float, burst: int = 1) 
     port_out.flush()
 
 
+def reader_picows(variant: str, port: int, sockets: int) -> None:
+    # uvloop + picows, no gevent: "picows" lets uvloop read; "picows_ts" reads each socket itself with
+    # recvmsg_into (the kernel's SO_TIMESTAMPNS stamp of the read) into picows's buffer, picows cutting
+    import asyncio
+    import socket as _s
+    import struct as _st
+
+    import orjson
+    import uvloop
+    from picows import WSListener, WSMsgType, ws_connect
+
+    ts_unpack = _st.Struct("@qq").unpack_from
+    counts = [0] * sockets
+    cpu0, sys0 = [None], [None]
+    stamp = [0.0]
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        left = [sockets]
+
+        class L(WSListener):
+            def __init__(self, i):
+                self.i = i
+
+            def on_ws_frame(self, transport, frame):
+                if cpu0[0] is None:
+                    cpu0[0], sys0[0] = _cpu(), _sys()
+                if frame.msg_type == WSMsgType.CLOSE:
+                    left[0] -= 1
+                    if not left[0]:
+                        done.set_result(None)
+                    return
+                if orjson.loads(frame.get_payload_as_memoryview())["type"] == "change":
+                    counts[self.i] += 1
+
+        for i in range(sockets):
+            tr, _l = await ws_connect(lambda i=i: L(i), f"ws://127.0.0.1:{port}/v1/ws")
+            if variant == "picows_ts":
+                under = tr.underlying_transport
+                under.pause_reading()
+                proto = under.get_protocol()
+                sock = _s.socket(fileno=os.dup(under.get_extra_info("socket").fileno()))
+                sock.setsockopt(_s.SOL_SOCKET, 35, 1)
+                sock.setblocking(False)
+                get_buffer, updated, recvmsg_into = proto.get_buffer, proto.buffer_updated, sock.recvmsg_into
+
+                def readable(get_buffer=get_buffer, updated=updated, recvmsg_into=recvmsg_into, sock=sock):
+                    try:
+                        n, anc, _f, _a = recvmsg_into([get_buffer(65536)], 64)
+                    except BlockingIOError:
+                        return
+                    if not n:
+                        loop.remove_reader(sock.fileno())
+                        return
+                    if anc:
+                        sec, nsec = ts_unpack(anc[0][2])
+                        stamp[0] = sec + nsec * 1e-9
+                    updated(n)
+                loop.add_reader(sock.fileno(), readable)
+        await done
+
+    uvloop.run(run())
+    print(json.dumps({"frames": sum(counts), "cpu": _cpu() - cpu0[0], "sys": _sys() - sys0[0]}), flush=True)
+
+
 def reader(variant: str, port: int, sockets: int) -> None:
+    if variant.startswith("picows"):
+        return reader_picows(variant, port, sockets)
     from gevent import monkey
     monkey.patch_all()
     import gevent

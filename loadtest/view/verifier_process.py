@@ -7,14 +7,14 @@ copy of the record (memcpy of array columns, a pickle of bytes) and a pipe write
 
 Protocol on stdin/stdout: frames of a 4-byte big-endian length and a pickle.
 
-request  {"ledgers": {table: WriteLedger.to_bytes()},                      # whole ledgers (they mutate)
+request  {"ledgers": {table: WriteLedger.delta()},                         # what changed in each ledger
           "logs": [{"key", "table", "user", "vanished", "info", "start",   # arrival logs: only what is new
                     "cols": {column: bytes from start}, "epochs", "writers", "t_finished"}],
           "cutoff", "now", "finished", "missing", "thresholds", "latency_from", "reset"}
 answer   {"scenarios", "listeners", "totals", "series", "histogram", "worker_ms"}  or  {"error": text}
 
-An arrival log's ``start`` must equal the length this process already holds (else it answers
-``{"error": "resync"}`` and the observer sends the logs from 0 with ``reset``).
+An arrival log's and a ledger delta's ``start`` must equal the length this process already holds (else it
+answers ``{"error": "resync"}`` and the observer sends everything from 0 with ``reset``).
 """
 from __future__ import annotations
 
@@ -57,10 +57,11 @@ class Replica:
     def __init__(self):
         self.logs: dict = {}
         self.meta: dict = {}        # key -> (user, table, vanished)
+        self.ledgers: dict = {}     # table -> WriteLedger replica
         self.series = None
 
     def reset(self, latency_from: str) -> None:
-        self.logs, self.meta = {}, {}
+        self.logs, self.meta, self.ledgers = {}, {}, {}
         self.series = TimeSeries(latency_from)
 
     def handle(self, req: dict) -> dict:
@@ -86,7 +87,16 @@ class Replica:
         for key, lg in self.logs.items():
             if cutoff is not None and math.isnan(lg.t_finished):
                 lg.t_finished = cutoff
-        ledgers = {k: WriteLedger.from_bytes(b) for k, b in req["ledgers"].items()}
+        for key, d in req["ledgers"].items():
+            led = self.ledgers.get(key)
+            try:
+                if led is None or d["start"] == 0:
+                    self.ledgers[key] = WriteLedger.replica(d)
+                else:
+                    led.apply(d)
+            except ValueError:
+                return {"error": "resync"}
+        ledgers = self.ledgers
         th = req["thresholds"]
         results, per_listener = [], {}
         for key, lg in self.logs.items():
