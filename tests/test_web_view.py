@@ -860,7 +860,11 @@ def test_the_live_verifier_fed_increments_answers_as_one_fed_the_whole_record_ea
                               "t_finished": lg.t_finished}],
                     "missing": [], "finished": False, "reset": reset, "thresholds": Thresholds(),
                     "latency_from": "sent"}
-        got = inc.handle(request(sent, rnd == 0, led.delta(full=rnd == 0)))
+        if rnd % 2:   # streamed: a frame of what is new (no answer), then one asking for the verification
+            assert inc.handle(dict(request(sent, False, led.delta()), verify=False)) is None
+            got = inc.handle(request(end, False, led.delta()))
+        else:
+            got = inc.handle(request(sent, rnd == 0, led.delta(full=rnd == 0)))
         sent = end
         shadow = WriteLedger.from_bytes(led.to_bytes())
         whole = Replica().handle(request(0, True, shadow.delta()))
@@ -868,3 +872,7 @@ def test_the_live_verifier_fed_increments_answers_as_one_fed_the_whole_record_ea
             assert got[part] == whole[part], (rnd, part)
     assert got["totals"]["writes_acked"] == len(led) - len(pending)
     assert got["totals"]["lost"] == skipped > 0
+    # a frame that does not follow what the process holds: the next verification asks for everything again
+    assert inc.handle(dict(request(sent + 5, False, led.delta()), verify=False)) is None
+    assert inc.handle(request(sent, False, led.delta())) == {"error": "resync"}
+    assert inc.handle(request(0, True, led.delta(full=True)))["totals"] == got["totals"]

@@ -6,15 +6,18 @@ One :class:`Observer` per run, made and started by ``loadtest.plugin`` at ``test
 set-up, kept on the process's ``LoadTest``; the web view's routes (``loadtest.view.web``) read it from there.
 
 Not stalling the listeners. Everything the listeners and writers record lives in the main thread's
-greenlets. Every ``--live-verify-interval`` seconds the observer copies what is new there (the writes
-begun since and the older ones answered since, the new part of every arrival log's array columns: memcpy
-work, no Python loop over arrivals, a size that follows the interval's work and not the run's length) and sends it down a pipe to its own process (``loadtest.view.verifier_process``), which keeps a replica
-of the logs, reconciles every subscription, judges the scenarios and buckets the arrivals per second.
+greenlets. Every second the observer copies what is new there (the writes begun since and the older ones
+answered since, the new part of every arrival log's array columns: memcpy work, no Python loop over
+arrivals) and queues it for its own process (``loadtest.view.verifier_process``), which keeps a replica of
+the record, reconciles every subscription, judges the scenarios and buckets the arrivals per second. Every
+``--live-verify-interval`` seconds it sends the queue and asks for a verification, and goes on copying
+while it runs: a copy is a second's worth of the record however long the run or a verification (in a
+5-minute spec run, copying what came during a whole verification interval stalled the loop up to 77 ms).
 A thread would not do: the verifier is pure Python and holds the GIL in slices of milliseconds (measured:
 event-loop stalls up to ~48 ms and p99 delivery latency 41 ms instead of 14 ms in the default run). The
 interval stretches to keep the verifier process busy at most ~25 % of the time on a long run (reconcile work
 grows with the record). A heartbeat greenlet measures how late the event loop wakes up
-(``health.loop_lag_ms``); the main thread's share of a provisional verification is ``health.copy_ms``.
+(``health.loop_lag_ms``); the main thread's share of the live view (a copy a second) is ``health.copy_ms``.
 
 A distributed master holds no record during the run: it shows the workers' counts and a latency from
 commit instead, and no provisional verdict (``loadtest.view.livefeed``).
@@ -47,6 +50,7 @@ from ..verdict.verify import thresholds_from
 
 log = logging.getLogger(__name__)
 progress_log = logging.getLogger("loadtest.progress")
+COPY_EVERY = 1.0   # s between copies of what is new in the record (verifications come at their own pace)
 
 class Observer:
     def __init__(self, environment, run, server_pid: int | None = None):
@@ -85,6 +89,9 @@ class Observer:
         self._next_verify_in = self.interval
         self._verifier = None
         self._sent: dict = {}
+        self._outbox: list = []      # copies not yet written to the verifier process (pickled frames)
+        self._inflight = None        # the greenlet of the verification under way
+        self._failures = 0
         self._drain_seen = None
         # a distributed master: no record here during the run, only the workers' counts
         self.remote = getattr(run, "live", None)
@@ -108,6 +115,9 @@ class Observer:
         self.close_verifier()
 
     def close_verifier(self) -> None:
+        g, self._inflight = self._inflight, None
+        if g is not None and g is not gevent.getcurrent():
+            g.kill(block=False)      # a verification under way is not wanted any more
         w, self._verifier = self._verifier, None
         if w is not None:
             w.close()
@@ -236,9 +246,11 @@ class Observer:
         return min(30.0, max(2.0, g))
 
     def _verify_loop(self) -> None:
-        failures = 0
+        due = time.monotonic() + self._next_verify_in
         while not self._stopped:
-            gevent.sleep(self._next_verify_in)
+            # what is new is copied every COPY_EVERY s (or the interval, when shorter), also while a
+            # verification runs: one copy is a second's worth of the record, however long verifying takes
+            gevent.sleep(min(self.interval, COPY_EVERY))
             phase, _ = self.phase()
             if phase in ("verifying", "release", "done", "failed"):
                 self.close_verifier()
@@ -248,22 +260,38 @@ class Observer:
             if phase == "setup":
                 continue
             if self.remote is not None:
-                self.from_workers()
+                if time.monotonic() >= due:
+                    self._guarded(self.from_workers)
+                    due = time.monotonic() + self.interval
                 continue
-            try:
-                self.verify_once()
-                failures = 0
-            except Exception as exc:  # the view must never break the run
-                failures += 1
-                self.health["errors"] += 1
-                self.health["last_error"] = f"{type(exc).__name__}: {exc}"
-                log.warning("provisional verification failed: %s", self.health["last_error"],
-                            exc_info=failures == 1)
-                if failures >= 3:
-                    log.warning("provisional verification off for this run after 3 failures in a row "
-                                "(the final verdict is not affected)")
-                    self.close_verifier()
-                    return
+            if self._failures >= 3:
+                return
+            if self._inflight is not None and not self._inflight.dead:
+                self._guarded(self.copy_once)
+                continue
+            if self._inflight is not None:    # it has ended: the next one is due an interval later
+                self._inflight = None
+                due = time.monotonic() + self._next_verify_in
+            if time.monotonic() >= due:
+                self._inflight = gevent.spawn(self._guarded, self.verify_once)
+            else:
+                self._guarded(self.copy_once)
+
+    def _guarded(self, step) -> None:
+        """One step of the live view; the view must never break the run (3 failures in a row turn it off)."""
+        try:
+            step()
+            self._failures = 0
+        except Exception as exc:
+            self._failures += 1
+            self.health["errors"] += 1
+            self.health["last_error"] = f"{type(exc).__name__}: {exc}"
+            log.warning("provisional verification failed: %s", self.health["last_error"],
+                        exc_info=self._failures == 1)
+            if self._failures >= 3:
+                log.warning("provisional verification off for this run after 3 failures in a row "
+                            "(the final verdict is not affected)")
+                self.close_verifier()
 
     def snapshot(self, reset: bool = False) -> dict:
         """The worker's request: what is new in every ledger (``WriteLedger.delta``) and in every arrival
@@ -293,20 +321,34 @@ class Observer:
                 "logs": logs, "missing": missing, "finished": run.finished, "reset": reset,
                 "thresholds": thresholds_from(self.options, run.accepted_known), "latency_from": self.latency_from}
 
-    def verify_once(self) -> None:
+    def copy_once(self, verify: bool = False) -> dict:
+        """Copy what is new in the record into the verifier process's queue (``_outbox``, written at the next
+        verification): the event loop's share of the live view, timed as ``health.copy_ms``."""
         if self._verifier is None:
             self._verifier = VerifierProcess()
-            self._sent = {}
+            self._sent, self._outbox = {}, []
         t0 = time.perf_counter()
         snap = self.snapshot(reset=not self._sent)
-        frame = pickle.dumps(snap, protocol=pickle.HIGHEST_PROTOCOL)
+        snap["verify"] = verify
+        self._outbox.append(pickle.dumps(snap, protocol=pickle.HIGHEST_PROTOCOL))
         copy_ms = (time.perf_counter() - t0) * 1000.0
+        h = self.health
+        h["copy_ms_last"] = round(copy_ms, 2)
+        h["copy_ms_max"] = max(h["copy_ms_max"], h["copy_ms_last"])
+        return snap
+
+    def verify_once(self) -> None:
+        snap = self.copy_once(verify=True)
+        frames, self._outbox = self._outbox, []
         self._verifying = True
         t1 = time.perf_counter()
         try:
-            out = self._verifier.call(frame)
+            out = self._verifier.call(frames)
             if out.get("error") == "resync":
-                out = self._verifier.call(pickle.dumps(self.snapshot(reset=True), protocol=pickle.HIGHEST_PROTOCOL))
+                self._sent = {}
+                snap = self.copy_once(verify=True)
+                frames, self._outbox = self._outbox, []
+                out = self._verifier.call(frames)
         except Exception:
             self._verifier.close()
             self._verifier = None
@@ -320,8 +362,6 @@ class Observer:
         h["verifications"] += 1
         h["verify_ms_last"] = out.get("worker_ms", round(took * 1000.0, 1))
         h["verify_ms_max"] = max(h["verify_ms_max"], h["verify_ms_last"])
-        h["copy_ms_last"] = round(copy_ms, 2)
-        h["copy_ms_max"] = max(h["copy_ms_max"], h["copy_ms_last"])
         # the verifier process competes with the server and the generator for CPU: keep it busy <= ~25 % of the time
         self._next_verify_in = max(self.interval, 4.0 * took)
         h["interval_s"] = round(self._next_verify_in, 2)
@@ -481,9 +521,11 @@ class VerifierProcess:
                               stdin=gsp.PIPE, stdout=gsp.PIPE, stderr=None, close_fds=True,
                               start_new_session=True)   # the terminal's Ctrl-C is for the load test, not for it
 
-    def call(self, frame: bytes) -> dict:
+    def call(self, frames: list) -> dict:
+        """Write the frames (the last one asks for the verification) and wait for its answer."""
         with gevent.Timeout(self.timeout, TimeoutError(f"live verifier gave no answer in {self.timeout:.0f} s")):
-            self.proc.stdin.write(struct.pack(">I", len(frame)) + frame)
+            for frame in frames:
+                self.proc.stdin.write(struct.pack(">I", len(frame)) + frame)
             self.proc.stdin.flush()
             head = self.proc.stdout.read(4)
             if len(head) < 4:

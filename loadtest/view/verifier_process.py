@@ -5,16 +5,20 @@ slices of several milliseconds, which showed as ~40 ms event-loop stalls and a t
 latency in a 10-writer / 20-listener run. In its own process it costs the listeners nothing but the
 copy of the record (memcpy of array columns, a pickle of bytes) and a pipe write.
 
-Protocol on stdin/stdout: frames of a 4-byte big-endian length and a pickle.
+Protocol on stdin/stdout: frames of a 4-byte big-endian length and a pickle. The observer streams the
+record: a frame a second with what is new, and a verification asked for by a frame with ``verify`` true,
+the only frames answered (so a copy on the generator's event loop is a second's worth of arrivals, however
+long a verification takes).
 
-request  {"ledgers": {table: WriteLedger.delta()},                         # what changed in each ledger
+frame    {"ledgers": {table: WriteLedger.delta()},                         # what changed in each ledger
           "logs": [{"key", "table", "user", "vanished", "info", "start",   # arrival logs: only what is new
                     "cols": {column: bytes from start}, "epochs", "writers", "t_finished"}],
-          "cutoff", "now", "finished", "missing", "thresholds", "latency_from", "reset"}
+          "cutoff", "now", "finished", "missing", "thresholds", "latency_from", "reset", "verify"}
 answer   {"scenarios", "listeners", "totals", "series", "histogram", "worker_ms"}  or  {"error": text}
 
-An arrival log's and a ledger delta's ``start`` must equal the length this process already holds (else it
-answers ``{"error": "resync"}`` and the observer sends everything from 0 with ``reset``).
+An arrival log's and a ledger delta's ``start`` must equal the length this process already holds (else the
+next verification is answered ``{"error": "resync"}`` and the observer sends everything from 0 with
+``reset``).
 """
 from __future__ import annotations
 
@@ -54,28 +58,45 @@ def write_frame(f, obj) -> None:
 
 
 class Replica:
+    """The record as this process holds it, brought up to date frame by frame (:meth:`handle`)."""
+
     def __init__(self):
         self.logs: dict = {}
         self.meta: dict = {}        # key -> (user, table, vanished)
         self.ledgers: dict = {}     # table -> WriteLedger replica
         self.series = None
+        self.broken = None          # why a frame could not be applied: answered at the next verification
 
     def reset(self, latency_from: str) -> None:
-        self.logs, self.meta, self.ledgers = {}, {}, {}
+        self.logs, self.meta, self.ledgers, self.broken = {}, {}, {}, None
         self.series = TimeSeries(latency_from)
 
-    def handle(self, req: dict) -> dict:
+    def handle(self, req: dict):
+        """Apply one frame; when it asks for a verification (``verify``), the answer (else None)."""
         t0 = time.perf_counter()
         if req.get("reset") or self.series is None:
             self.reset(req.get("latency_from", "sent"))
+        if self.broken is None:
+            try:
+                self.broken = self._apply(req)
+            except Exception as exc:   # answered, never fatal: the observer shows the error and goes on
+                self.broken = f"{type(exc).__name__}: {exc}"
+        if not req.get("verify", True):
+            return None
+        if self.broken is not None:
+            return {"error": self.broken}
+        return self._verify(req, t0)
+
+    def _apply(self, req: dict):
+        """None, or "resync" when a frame does not follow what this process holds."""
         for d in req["logs"]:
             lg = self.logs.get(d["key"])
             if lg is None:
                 if d["start"] != 0:
-                    return {"error": "resync"}
+                    return "resync"
                 lg = self.logs[d["key"]] = ArrivalLog(d["info"])
             if len(lg.kind) != d["start"]:
-                return {"error": "resync"}
+                return "resync"
             for name in COLUMNS:
                 getattr(lg, name).frombytes(d["cols"][name])
             lg.epochs = d["epochs"]
@@ -83,10 +104,6 @@ class Replica:
             lg._writer_codes = {w: i for i, w in enumerate(lg._writers)}
             lg.t_finished = d["t_finished"]
             self.meta[d["key"]] = (d["user"], d["table"], d["vanished"])
-        cutoff = req.get("cutoff")
-        for key, lg in self.logs.items():
-            if cutoff is not None and math.isnan(lg.t_finished):
-                lg.t_finished = cutoff
         for key, d in req["ledgers"].items():
             led = self.ledgers.get(key)
             try:
@@ -95,7 +112,14 @@ class Replica:
                 else:
                     led.apply(d)
             except ValueError:
-                return {"error": "resync"}
+                return "resync"
+        return None
+
+    def _verify(self, req: dict, t0: float) -> dict:
+        cutoff = req.get("cutoff")
+        for key, lg in self.logs.items():
+            if cutoff is not None and math.isnan(lg.t_finished):
+                lg.t_finished = cutoff
         ledgers = self.ledgers
         th = req["thresholds"]
         results, per_listener = [], {}
@@ -158,7 +182,11 @@ def main() -> int:
             ans = w.handle(req)
         except Exception as exc:  # answer, never die: the observer shows the error and goes on
             ans = {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc(limit=5)}
-        write_frame(out, ans)
+            if not req.get("verify", True):
+                w.broken = ans["error"]
+                continue
+        if ans is not None:
+            write_frame(out, ans)
 
 
 if __name__ == "__main__":
