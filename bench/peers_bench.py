@@ -19,6 +19,9 @@ in their own process, then the drain):
   receive greenlet per user, ``json.loads``, one ``events.request.fire`` per frame) in a real Locust
   ``Environment`` with a local runner.
 * ``raw``: bench/harness_bench.py's raw loop (websocket-client ``recv_data`` + gzip inflate + orjson).
+* ``picows``: a raw loop on uvloop + picows (a WebSocket parser in C) + orjson, counting change frames:
+  what the receive path would cost on the event loop and WebSocket library the issue names, before any
+  verification (``pip install -e '.[bench]'``; left out of the default set, with a line, when missing).
 * ``pipeline``: this project's listener pipeline (harness_bench's pipeline process: real
   ``ListenerSession`` s, Locust statistics, then the full ledger reconciled; msgs = verified deliveries,
   CPU = receiving + reconciling).
@@ -530,6 +533,12 @@ def main(argv=None) -> int:
     else:
         receivers = [r for r in RECEIVERS if r != "pipeline-base"
                      and (r != "pipeline-batch" or hasattr(LiveConnection, "recv_many"))]
+    from importlib.util import find_spec
+    if "picows" in receivers and not (find_spec("picows") and find_spec("uvloop")):
+        if args.receivers:
+            raise SystemExit("receiver picows needs picows and uvloop: pip install -e '.[bench]'")
+        receivers.remove("picows")
+        print("picows: not installed (pip install -e '.[bench]'), left out")
     if args.baseline and "pipeline-base" not in receivers:
         receivers.insert(receivers.index("pipeline") if "pipeline" in receivers else len(receivers), "pipeline-base")
     rates = [float(r) for r in args.rates.split(",")]

@@ -3,8 +3,8 @@
 A sample (seconds, any sign, never clamped) is filed under the top 20 bits of its IEEE-754 double:
 sign, 11 exponent bits and 8 mantissa bits. That is a log-linear histogram with 256 linear
 sub-buckets per power of two, i.e. bucket width <= 1/256 of the value: reporting a bucket's midpoint
-is within 0.2 % of any sample in it. Bucketing runs at C speed (array byte reinterpretation, map,
-Counter), which is what lets reconcile() stay above 500,000 arrivals/s.
+is within 0.2 % of any sample in it. Bucketing is numpy's (the doubles' bits shifted, np.unique): a third of
+reconcile()'s time went into it when it was Python's C loops (map, Counter: an int object per sample).
 
 Histograms merge by adding counts (across subscriptions and across processes: to_dict/from_dict).
 """
@@ -14,9 +14,9 @@ from __future__ import annotations
 import struct
 from array import array
 from collections import Counter
-from itertools import repeat
-from operator import rshift
 from typing import Iterable, Optional
+
+import numpy as np
 
 _SHIFT = 44                      # 64 - (1 sign + 11 exponent + 8 mantissa) bits kept
 _HALF = 1 << (_SHIFT - 1)        # midpoint of a bucket's dropped bits
@@ -38,14 +38,19 @@ class LatencyHistogram:
         self.max: Optional[float] = None
 
     def add_many(self, seconds: Iterable[float]) -> None:
-        values = seconds if isinstance(seconds, array) and seconds.typecode == "d" else array("d", seconds)
-        if not values:
+        """File many samples (a numpy array, an ``array("d")`` or any iterable of floats; no NaN)."""
+        if isinstance(seconds, np.ndarray):
+            values = np.ascontiguousarray(seconds, dtype=np.float64)
+        elif isinstance(seconds, array) and seconds.typecode == "d":
+            values = np.frombuffer(seconds, dtype=np.float64) if len(seconds) else np.empty(0)
+        else:
+            values = np.fromiter(seconds, dtype=np.float64)
+        if not values.size:
             return
-        raw = array("Q")
-        raw.frombytes(values.tobytes())
-        self.buckets.update(map(rshift, raw, repeat(_SHIFT)))
-        self.count += len(values)
-        lo, hi = min(values), max(values)
+        buckets, counts = np.unique(values.view(np.uint64) >> np.uint64(_SHIFT), return_counts=True)
+        self.buckets.update(dict(zip(buckets.tolist(), counts.tolist())))
+        self.count += int(values.size)
+        lo, hi = float(values.min()), float(values.max())
         self.min = lo if self.min is None else min(self.min, lo)
         self.max = hi if self.max is None else max(self.max, hi)
 

@@ -41,6 +41,8 @@ import time
 from array import array
 from typing import Iterator, Mapping, Optional
 
+import numpy as np
+
 from .model import (OP_DELETE, OP_INSERT, OP_NAMES, OP_UPDATE, OUTCOME_ACK, OUTCOME_NAMES,
                     OUTCOME_PENDING, OUTCOME_REJECTED, OUTCOME_UNKNOWN, Workload, content_digest)
 
@@ -85,7 +87,7 @@ class LedgerView:
 
     __slots__ = ("n", "writer", "wseq", "op", "outcome", "owner", "group", "t_sent", "t_ack",
                  "digest", "old_digest", "prev", "next", "key", "flat", "flat_base", "flat_count",
-                 "_matching")
+                 "_matching", "_arrays")
 
     def __init__(self, ledger: "WriteLedger"):
         self.n = len(ledger)
@@ -105,6 +107,15 @@ class LedgerView:
             flat.extend(per_writer)
         self.flat, self.flat_base, self.flat_count = flat, base, count
         self._matching = {}
+        self._arrays = {}
+
+    def array(self, name: str):
+        """Column ``name`` (sentinel included) as a numpy array, made once per view."""
+        got = self._arrays.get(name)
+        if got is None:
+            got = self._arrays[name] = np.array(getattr(self, name),
+                                                dtype=np.float64 if name in ("t_sent", "t_ack") else np.int64)
+        return got
 
     def matching(self, owner_code: Optional[int], group_code: Optional[int]) -> list:
         """Indices of writes whose owner / group equal the given codes (None: any)."""

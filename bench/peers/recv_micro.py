@@ -6,7 +6,10 @@
 A feeder process (plain sockets, no gevent) accepts ``--sockets`` WebSocket upgrades and sends the same
 change frame (the stand-in's shape, ~220 bytes, text) to every socket ``--rate`` times a second. The
 reader process (gevent, monkey-patched, as under Locust) reads them with one variant; printed: its CPU
-microseconds per frame (getrusage over the window) and frames per CPU-second.
+microseconds per frame (getrusage over the window) and frames per CPU-second. Variants of designs measured
+and not taken: ``deferred`` (reads stamped in the watcher callback, cut and decoded by a 5 ms timer in one
+hot loop), ``picows`` (uvloop + picows, no gevent, uvloop reading) and ``picows_ts`` (the same, each socket
+read with recvmsg for its kernel stamp into picows's buffer; needs the [bench] extra).
 """
 from __future__ import annotations
 

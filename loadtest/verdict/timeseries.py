@@ -31,6 +31,8 @@ from functools import partial
 from itertools import compress, groupby, repeat
 from operator import add, is_not, itemgetter, ne, sub
 
+import numpy as np
+
 from checks.histogram import LatencyHistogram
 from checks.model import KIND_DELETE, KIND_SNAPSHOT, OUTCOME_ACK, OUTCOME_PENDING, seq_commit_seconds
 
@@ -103,7 +105,7 @@ class TimeSeries:
         self.deliveries.update(secs)
         if self.latency_from == "commit":
             seqs = list(compress(log.seq[start:n], keep))
-            lat = list(map(sub, t_recv, seq_commit_seconds(seqs)))
+            lat = (np.array(t_recv, dtype=np.float64) - seq_commit_seconds(seqs)).tolist()
             if min(seqs) <= 0:      # no commit time in this _seq
                 lat = [x if q > 0 else None for x, q in zip(lat, seqs)]
         else:
