@@ -110,6 +110,10 @@ def _lines():
     return FileObjectThread(sys.stdin.buffer, "rb")
 
 
+def _met(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
 def _say(obj) -> None:
     sys.stdout.write((obj if isinstance(obj, str) else json.dumps(obj)) + "\n")
     sys.stdout.flush()
@@ -513,8 +517,10 @@ def main(argv=None) -> int:
                 ratio = pipe_rate / raw_rate
                 fig["pipeline"] = dict(r, pipeline_per_cpu_s=pipe_rate, raw_per_cpu_s=raw_rate, ratio=ratio)
                 ok &= pipe_rate >= FLOOR_PIPELINE and ratio >= FLOOR_RATIO
-                print(f"\n1. listener pipeline: {pipe_rate:,.0f} verified deliveries / CPU-s   (floor {FLOOR_PIPELINE:,.0f})"
-                      f"\n   raw receive loop  : {raw_rate:,.0f} deliveries / CPU-s   ratio {ratio:.2f}   (floor {FLOOR_RATIO})"
+                print(f"\n1. listener pipeline: {pipe_rate:,.0f} verified deliveries / CPU-s   "
+                      f"(floor {FLOOR_PIPELINE:,.0f}: {_met(pipe_rate >= FLOOR_PIPELINE)})"
+                      f"\n   raw receive loop  : {raw_rate:,.0f} deliveries / CPU-s   ratio {ratio:.2f}   "
+                      f"(floor {FLOOR_RATIO}: {_met(ratio >= FLOOR_RATIO)})"
                       f"\n   pipeline: {pl['verified']:,} verified of {pl['arrivals']:,} arrivals ({pl['lost']} lost, "
                       f"{r['expected']:,} expected), CPU {pl['cpu_recv']:.2f} s receiving + {pl['cpu_verify']:.2f} s "
                       f"reconciling; Locust stats hold {pl['locust_requests']:,} requests; bad verdicts: {pl['bad'] or 'none'}"
@@ -547,8 +553,8 @@ def main(argv=None) -> int:
                     fig["latency"][name] = {"aimed": rate or None, "deliveries_per_s": got,
                                             "median_minus_d_sent_ms": d_sent,
                                             "median_minus_d_commit_ms": d_commit, "lost": pl["lost"]}
-                    floor = (f"   (floor {FLOOR_LATENCY_MS:g} ms from commit at >= {rate:,.0f}/s)"
-                             if name == "high" else "")
+                    floor = (f"   (floor {FLOOR_LATENCY_MS:g} ms from commit at >= {rate:,.0f}/s: "
+                             f"{_met(abs(d_commit) <= FLOOR_LATENCY_MS and got >= rate)})" if name == "high" else "")
                     lag = pl["lag"]
                     late = _delay_late(admin)
                     fig["latency"][name].update(harness_lag=lag, standin_release_late=late)
@@ -567,9 +573,10 @@ def main(argv=None) -> int:
         v = verifier_figures()
         fig["verifier"] = v
         ok &= v["reconcile_per_s"] >= FLOOR_RECONCILE and v["bytes_per_arrival"] <= FLOOR_BYTES
-        print(f"3. verifier: {v['reconcile_per_s']:,.0f} arrivals reconciled / s (floor {FLOOR_RECONCILE:,.0f}; "
-              f"{v['end_to_end_per_s']:,.0f}/s with verdicts), {v['bytes_per_arrival']:.1f} bytes per recorded "
-              f"arrival (floor {FLOOR_BYTES:g})")
+        print(f"3. verifier: {v['reconcile_per_s']:,.0f} arrivals reconciled / s (floor {FLOOR_RECONCILE:,.0f}: "
+              f"{_met(v['reconcile_per_s'] >= FLOOR_RECONCILE)}; {v['end_to_end_per_s']:,.0f}/s with verdicts), "
+              f"{v['bytes_per_arrival']:.1f} bytes per recorded arrival (floor {FLOOR_BYTES:g}: "
+              f"{_met(v['bytes_per_arrival'] <= FLOOR_BYTES)})")
     if "master" not in skip:
         m = master_figures(args.master_run_time)
         fig["master"] = m
