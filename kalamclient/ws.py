@@ -702,6 +702,7 @@ class LiveConnection:
                 return self._deliver_end(Closed(1002, f"protocol error: {exc}", False, time.time()))
             ts = self._read_at
             if op <= OP_BINARY:
+                self._note_lag(ts)
                 ev = self._event_of(op, fin, data, ts)
                 if ev is None:
                     continue
@@ -743,12 +744,14 @@ class LiveConnection:
         self.last_opcode = op
         if op == OP_BINARY and data[:2] == _GZIP_MAGIC:
             self.gzip_frames += 1
-        ev = decode_frame(data, op, ts)
+        return decode_frame(data, op, ts)
+
+    def _note_lag(self, ts: float, events: int = 1) -> None:
+        """The harness's own lag: how long ``events`` events read at ``ts`` waited here before decoding."""
         lag = time.time() - ts
-        self.lag_sum += lag
+        self.lag_sum += lag * events
         if lag > self.lag_max:
             self.lag_max = lag
-        return ev
 
     def _next_batch_of(self, ev) -> None:
         if (ev.__class__ is InitialDataBatch and ev.has_more and self.auto_next_batch
@@ -833,27 +836,36 @@ class LiveConnection:
         pushed = self._pushed
         handler = self._push
         ts = self._read_at
-        while True:
-            cut = self._cut_data_frame()
-            if cut is _MORE:
-                return
-            if cut is None:  # a control, masked or RSV frame: websocket-client's parser, in recv()
-                self._fall_back(None)
-                return
-            ev = self._event_of(cut[0], cut[1], cut[2], ts)
-            if ev is None:
-                continue
-            # a change behind an event still waiting in _pushed, or one that recv() has just handed out,
-            # waits its turn: the handler must see them in the order they came
-            if ev.__class__ is Change and not pushed and not self._push_out:
-                handler(ev)
-                continue
-            pushed.append(ev)
-            self._wake_receiver()
-            if ev.__class__ is Closed:  # a stray continuation: the stream is unusable
-                if self._push_watch is not None:
-                    self._push_watch.stop()
-                return
+        lag = time.time() - ts      # one clock read for every frame of this read (they arrived together)
+        events = 0
+        try:
+            while True:
+                cut = self._cut_data_frame()
+                if cut is _MORE:
+                    return
+                if cut is None:  # a control, masked or RSV frame: websocket-client's parser, in recv()
+                    self._fall_back(None)
+                    return
+                ev = self._event_of(cut[0], cut[1], cut[2], ts)
+                if ev is None:
+                    continue
+                events += 1
+                # a change behind an event still waiting in _pushed, or one that recv() has just handed out,
+                # waits its turn: the handler must see them in the order they came
+                if ev.__class__ is Change and not pushed and not self._push_out:
+                    handler(ev)
+                    continue
+                pushed.append(ev)
+                self._wake_receiver()
+                if ev.__class__ is Closed:  # a stray continuation: the stream is unusable
+                    if self._push_watch is not None:
+                        self._push_watch.stop()
+                    return
+        finally:
+            if events:
+                self.lag_sum += lag * events
+                if lag > self.lag_max:
+                    self.lag_max = lag
 
     def _recv_pushed(self, timeout: float | None):
         pushed = self._pushed

@@ -36,11 +36,14 @@ class SlowReading:
 
 
 class SubscriptionState:
-    __slots__ = ("spec", "log", "last_seq", "ready", "failed", "received", "expect_batch", "max_n", "epoch_received")
+    __slots__ = ("spec", "log", "last_seq", "ready", "failed", "received", "expect_batch", "max_n", "epoch_received",
+                 "names")
 
     def __init__(self, spec, arrival_log):
         self.spec = spec
         self.log = arrival_log
+        # Locust's request name of each change type ("events insert", ...)
+        self.names = {ct: f"{spec.subscription_id} {ct}" for ct in ("insert", "update", "delete")}
         self.last_seq = None
         self.ready = False
         self.failed = None  # error text when the server refused the subscription
@@ -89,7 +92,6 @@ class ListenerSession:
         self._lag_frames = 0
         self._lag_sum = 0.0
         self._lag_max = 0.0
-        self.names = {(sid, ct): f"{sid} {ct}" for sid in self.subs for ct in ("insert", "update", "delete")}
 
     # ---- connecting ----------------------------------------------------------------------------------------
     def _open(self) -> None:
@@ -179,8 +181,7 @@ class ListenerSession:
             if self.on_delivery is not None:
                 # Locust's table shows latency from the commit time in _seq (known without the ledger);
                 # the verifier's figures use the ledger and say which start time they count from.
-                self.on_delivery(self.names[(ev.subscription_id, ev.change_type)],
-                                 ev.received_at * 1000.0 - seq_commit_ms(seq))
+                self.on_delivery(st.names[ev.change_type], ev.received_at * 1000.0 - seq_commit_ms(seq))
             return True
         if cls is InitialDataBatch:
             st = self.subs.get(ev.subscription_id)
