@@ -42,6 +42,7 @@ from array import array
 from typing import Iterator, Mapping, Optional
 
 import numpy as np
+import orjson
 
 from .model import (OP_DELETE, OP_INSERT, OP_NAMES, OP_UPDATE, OUTCOME_ACK, OUTCOME_NAMES,
                     OUTCOME_PENDING, OUTCOME_REJECTED, OUTCOME_UNKNOWN, Workload, content_digest)
@@ -151,10 +152,12 @@ class WriteLedger:
         # own per key (a list per key was traversed by every full collection of the cyclic GC: at 3M
         # writes, 1/3 of the writers' CPU and pauses of 3 s): pk -> idx of its latest version; pk -> that
         # version's full row (absent once deleted); pk -> the row before it (absent: none), which a
-        # REJECTED write restores. Rows hold only strings and numbers, so the GC does not track them.
+        # REJECTED write restores. Rows are kept as JSON bytes: a dict of dicts is itself tracked, and a full
+        # collection then visits every row (a spec run's generator paused longer the more rows it had
+        # written); a dict of bytes is not tracked at all.
         self._latest: dict[str, int] = {}
-        self._rows: dict[str, dict] = {}
-        self._prev_rows: dict[str, dict] = {}
+        self._rows: dict[str, bytes] = {}
+        self._prev_rows: dict[str, bytes] = {}
         self._mutations = 0
         self._view: Optional[LedgerView] = None
         self._view_at = -1
@@ -180,7 +183,7 @@ class WriteLedger:
         idx = len(self._op)
         wl = self.workload
         values = dict(values or {})
-        prev_idx, prev_row = -1, None
+        prev_idx, prev_row, prev_bytes = -1, None, None
         if op == OP_INSERT:
             if pk is None:
                 pk = f"{writer}:{wseq}"
@@ -191,9 +194,10 @@ class WriteLedger:
             if pk != f"{writer}:{wseq}":
                 self._custom_pk[idx] = pk
         elif op in (OP_UPDATE, OP_DELETE):
-            prev_row = self._rows.get(pk)
-            if prev_row is None:
+            prev_bytes = self._rows.get(pk)
+            if prev_bytes is None:
                 raise ValueError(f"{OP_NAMES[op]} of key {pk!r} which is unknown or deleted")
+            prev_row = orjson.loads(prev_bytes)
             prev_idx = self._latest[pk]
             if self._writer[prev_idx] != wcode:
                 raise ValueError(f"key {pk!r} belongs to another writer")
@@ -246,11 +250,11 @@ class WriteLedger:
         if op == OP_DELETE:
             del self._rows[pk]
         else:
-            self._rows[pk] = row
+            self._rows[pk] = orjson.dumps(row)
         if prev_row is None:
             self._prev_rows.pop(pk, None)
         else:
-            self._prev_rows[pk] = prev_row
+            self._prev_rows[pk] = prev_bytes
         self._mutations += 1
         return idx
 
@@ -337,7 +341,7 @@ class WriteLedger:
         if self._latest.get(pk) != idx:
             raise KeyError(f"write {idx} is no longer the latest version of its key")
         row = self._rows.get(pk)
-        return None if row is None else dict(row)
+        return None if row is None else orjson.loads(row)
 
     def find(self, writer: str, wseq: int) -> int:
         """idx of `writer`'s write number `wseq`, or -1."""

@@ -142,5 +142,8 @@ def test_a_writers_live_rows_hold_no_gc_tracked_object_and_every_pick_is_a_live_
     assert len(gc.get_objects()) - before < 100
     for table in ("events", "messages"):
         keys = gen._keys[table]
-        assert sorted(keys.keys) == sorted(gen.live[table]) and all(keys.keys[i] == k for k, i in keys.at.items())
+        assert sorted(f"w1:{m}" for m in keys.keys) == sorted(gen.live[table])
+        assert all(keys.keys[i] == k for k, i in keys.at.items())
+        # nor a tracked container of one entry per row: a full collection would visit every entry
+        assert not any(map(gc.is_tracked, (gen.live[table], gen.owner[table], keys.at)))
     assert set(gen.owner["messages"]) == set(gen.live["messages"]) and not gen.owner["events"]

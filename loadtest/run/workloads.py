@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import random
 import time
+from array import array
 from dataclasses import dataclass
+
+import orjson
 
 from checks.model import OP_DELETE, OP_INSERT, OP_UPDATE
 
@@ -146,12 +149,12 @@ class WriteGenerator:
         self.stream_tokens = stream_tokens
         self.payload_bytes = payload_bytes
         self.rng = rng or random.Random(writer)
-        # table -> {pk: values} of the rows this writer may still change. A row holds strings and ints only,
-        # so the cyclic GC does not track it; an (owner, values) tuple per row was tracked, and every full
-        # collection walked them all (pauses of the generator's event loop growing with the run: 213 ms at
-        # 170k rows in a spec run). The owner of a user table's row is kept apart, and the keys in a list for
-        # a random pick in O(1) (a list(live) per update or delete was a copy of every key).
-        self.live: dict[str, dict] = {"events": {}, "messages": {}}
+        # table -> {pk: values as JSON bytes} of the rows this writer may still change, the owner of a user
+        # table's row apart, and the rows' numbers in an array for a random pick in O(1). Nothing here is
+        # tracked by the cyclic GC: an (owner, values) tuple per row was, and every full collection walked
+        # them all (the generator's event loop paused longer the longer a run went: 213 ms at 170k rows in
+        # a spec run); and a list(live) per update or delete copied every key.
+        self.live: dict[str, dict] = {"events": {}, "messages": {}}    # table -> {pk: JSON bytes}
         self.owner: dict[str, dict] = {"events": {}, "messages": {}}    # table -> {pk: owner}
         self._keys: dict[str, _Keys] = {"events": _Keys(), "messages": _Keys()}
         self.streaming: tuple | None = None  # (pk, tokens_left)
@@ -186,11 +189,10 @@ class WriteGenerator:
         """The next write on ``table`` (from ``next_table``); ``n`` is its sequence number in that table."""
         if table == "messages" and self.streaming is not None:
             return self._stream_token(n)
-        live = self.live[table]
-        op = self._op(live)
+        op = self._op(self.live[table])
         if table == "events":
-            return self._events_write(op, n, live)
-        return self._chat_write(op, n, live)
+            return self._events_write(op, n)
+        return self._chat_write(op, n)
 
     def confirm(self, stmt: Statement, committed: bool | None) -> None:
         """committed: True (acknowledged), False (rejected: nothing happened), None (unknown)."""
@@ -217,24 +219,26 @@ class WriteGenerator:
     def _keep(self, table: str, pk: str, owner: str, values: dict) -> None:
         live = self.live[table]
         if pk not in live:
-            self._keys[table].add(pk)
-        live[pk] = values
+            self._keys[table].add(_number(pk))
+        live[pk] = orjson.dumps(values)
         if owner:
             self.owner[table][pk] = owner
 
     def _forget(self, table: str, pk: str) -> None:
         if self.live[table].pop(pk, None) is not None:
-            self._keys[table].remove(pk)
+            self._keys[table].remove(_number(pk))
             self.owner[table].pop(pk, None)
 
-    def _pick(self, table: str) -> str:
-        return self._keys[table].pick(self.rng)
+    def _pick(self, table: str) -> tuple[str, dict]:
+        """A live row of ``table``, at random: (pk, its values)."""
+        pk = f"{self.writer}:{self._keys[table].pick(self.rng)}"
+        return pk, orjson.loads(self.live[table][pk])
 
     def _payload(self, n: int) -> str:
         base = f"{self.writer}#{n}:"
         return base + "x" * max(0, self.payload_bytes - len(base))
 
-    def _events_write(self, op: str, n: int, live: dict) -> Statement:
+    def _events_write(self, op: str, n: int) -> Statement:
         ns = self.ns
         if op == "insert":
             rows = [(f"{self.writer}:{m}", {"writer": self.writer, "n": m, "payload": self._payload(m)})
@@ -242,15 +246,14 @@ class WriteGenerator:
             values, params = _values([(pk, self.writer, v["n"], v["payload"]) for pk, v in rows])
             return Statement(f"INSERT INTO {ns}.events (id, writer, n, payload) VALUES {values}",
                              params, OP_INSERT, rows[0][0], rows[0][1], name="events INSERT", rows=tuple(rows[1:]))
-        pk = self._pick("events")
-        old = live[pk]
+        pk, old = self._pick("events")
         if op == "update":
             values = dict(old, n=n, payload=self._payload(n))
             return Statement(f"UPDATE {ns}.events SET n = $1, payload = $2 WHERE id = $3",
                              [n, values["payload"], pk], OP_UPDATE, pk, values, name="events UPDATE")
         return Statement(f"DELETE FROM {ns}.events WHERE id = $1", [pk], OP_DELETE, pk, old, name="events DELETE")
 
-    def _chat_write(self, op: str, n: int, live: dict) -> Statement:
+    def _chat_write(self, op: str, n: int) -> Statement:
         ns = self.ns
         if op == "insert":
             human = self.rng.choice(self.humans)
@@ -271,8 +274,8 @@ class WriteGenerator:
                 f"writer, n) VALUES {values})",
                 params, OP_INSERT, rows[0][0], rows[0][1], owner=human, group=conversation_of(human),
                 name="chat INSERT", rows=tuple(rows[1:]))
-        pk = self._pick("messages")
-        human, old = self.owner["messages"][pk], live[pk]
+        pk, old = self._pick("messages")
+        human = self.owner["messages"][pk]
         if op == "update":
             values = dict(old, n=n, content=old["content"] + " (edited)")
             return self._chat_update(pk, human, values, n, "chat UPDATE")
@@ -286,33 +289,38 @@ class WriteGenerator:
 
     def _stream_token(self, n: int) -> Statement:
         pk, left = self.streaming
-        human, old = self.owner["messages"][pk], self.live["messages"][pk]
+        human, old = self.owner["messages"][pk], orjson.loads(self.live["messages"][pk])
         token = self.TOKENS[(self.stream_tokens - left + 1) % len(self.TOKENS)]
         values = dict(old, n=n, content=old["content"] + token)
         return self._chat_update(pk, human, values, n, "chat STREAM")
 
 
+def _number(pk: str) -> int:
+    """m of a writer's own key "{writer}:{m}"."""
+    return int(pk.rpartition(":")[2])
+
+
 class _Keys:
-    """A set of keys with a uniform random pick in O(1): a list, and each key's place in it."""
+    """A set of row numbers with a uniform random pick in O(1): an array, and each number's place in it."""
 
     __slots__ = ("keys", "at")
 
     def __init__(self):
-        self.keys: list[str] = []
-        self.at: dict[str, int] = {}
+        self.keys = array("q")
+        self.at: dict[int, int] = {}
 
-    def add(self, key: str) -> None:
+    def add(self, key: int) -> None:
         self.at[key] = len(self.keys)
         self.keys.append(key)
 
-    def remove(self, key: str) -> None:
+    def remove(self, key: int) -> None:
         i = self.at.pop(key)
         last = self.keys.pop()
-        if last != key:          # the last key takes the removed one's place
+        if last != key:          # the last number takes the removed one's place
             self.keys[i] = last
             self.at[last] = i
 
-    def pick(self, rng: random.Random) -> str:
+    def pick(self, rng: random.Random) -> int:
         return self.keys[rng.randrange(len(self.keys))]
 
 
