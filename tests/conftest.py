@@ -14,6 +14,7 @@ The real binary is found by servers.kalamdb.find_kalamdb_bin ($KALAMDB_BIN, else
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import pytest
@@ -21,6 +22,12 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+# The Ctrl-C tests send SIGINT to the load tests they start. A shell that starts the suite in the background
+# (`pytest ... &` from a script) sets SIGINT to ignored, which children inherit; a handler here is reset to the
+# default in every program this process starts, so they get Ctrl-C as from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from servers.kalamdb import KalamdbProcess, find_kalamdb_bin, kalamdb_bin_candidate  # noqa: E402
 from standin.testing import TEST_ROOT_PASSWORD, StandinProcess, login  # noqa: E402
