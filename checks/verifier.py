@@ -67,7 +67,7 @@ from bisect import bisect_left, bisect_right
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import islice, repeat
-from operator import and_, ge, itemgetter, le, ne, sub
+from operator import and_, ge, itemgetter, le, ne
 from typing import Iterable, Mapping, Optional, Union
 
 import numpy as np

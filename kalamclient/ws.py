@@ -702,7 +702,7 @@ class LiveConnection:
                 return self._deliver_end(Closed(1002, f"protocol error: {exc}", False, time.time()))
             ts = self._read_at
             if op <= OP_BINARY:
-                self._note_lag(ts)
+                self._note_lag(time.time() - ts)
                 ev = self._event_of(op, fin, data, ts)
                 if ev is None:
                     continue
@@ -746,9 +746,8 @@ class LiveConnection:
             self.gzip_frames += 1
         return decode_frame(data, op, ts)
 
-    def _note_lag(self, ts: float, events: int = 1) -> None:
-        """The harness's own lag: how long ``events`` events read at ``ts`` waited here before decoding."""
-        lag = time.time() - ts
+    def _note_lag(self, lag: float, events: int = 1) -> None:
+        """The harness's own lag: ``events`` events waited ``lag`` s here between their arrival and decoding."""
         self.lag_sum += lag * events
         if lag > self.lag_max:
             self.lag_max = lag
@@ -863,9 +862,7 @@ class LiveConnection:
                     return
         finally:
             if events:
-                self.lag_sum += lag * events
-                if lag > self.lag_max:
-                    self.lag_max = lag
+                self._note_lag(lag, events)
 
     def _recv_pushed(self, timeout: float | None):
         pushed = self._pushed

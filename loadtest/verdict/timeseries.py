@@ -29,7 +29,7 @@ from array import array
 from collections import Counter
 from functools import partial
 from itertools import compress, groupby, repeat
-from operator import add, is_not, itemgetter, ne, sub
+from operator import add, is_not, itemgetter, ne
 
 import numpy as np
 
