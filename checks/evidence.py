@@ -110,6 +110,8 @@ class GeneratorHealth:
     loop_lag_p95_ms: float | None = None
     loop_lag_max_ms: float | None = None
     listener_lag_mean_ms: float | None = None
+    stalls: int | None = None           # times its event loop stood still for at least stall_ms
+    stall_ms: float = 100.0
     where: str = "this process"
     CPU_LIMIT = 0.9
     LAG_LIMIT_MS = 10.0
@@ -130,6 +132,10 @@ class GeneratorHealth:
             parts.append(f"CPU {self.cpu_fraction * 100:.0f} % of a core")
         if self.loop_lag_p95_ms is not None:
             parts.append(f"event-loop lag p95 {self.loop_lag_p95_ms:.1f} ms, max {self.loop_lag_max_ms or 0:.1f} ms")
+        if self.stalls:
+            # named, not judged: its writers (same loop) stand still too, so few changes are in flight to be
+            # read late, and those carry the kernel's arrival stamp (tests/test_honest_verdicts.py)
+            parts.append(f"it stood still (≥ {self.stall_ms:g} ms) {self.stalls} time(s)")
         if self.listener_lag_mean_ms is not None:
             parts.append(f"frames waited {self.listener_lag_mean_ms:.2f} ms on average")
         return f"{self.where}: " + ("; ".join(parts) if parts else "no figures")
@@ -147,7 +153,8 @@ class GeneratorHealth:
                 "value": self.cpu_fraction, "threshold": thr,
                 "details": {"cpu_fraction": self.cpu_fraction, "loop_lag_p95_ms": self.loop_lag_p95_ms,
                             "loop_lag_max_ms": self.loop_lag_max_ms,
-                            "listener_lag_mean_ms": self.listener_lag_mean_ms, "where": self.where,
+                            "listener_lag_mean_ms": self.listener_lag_mean_ms, "stalls": self.stalls,
+                            "where": self.where,
                             "saturated": self.saturated}}
 
 

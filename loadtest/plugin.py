@@ -142,12 +142,14 @@ class LoadTest:
     def start_run(self) -> None:
         if self.is_worker:
             self.run = self.agent.new_run(test_clock_offset=self.clock_offset, discard_share=hooks.discard_share())
+            self.run.generator.test_stall = hooks.stall_plan()
             self.run.start()
             return
         if self.admin is None:
             return
         self.report = None
         run = self.run = self.new_run()
+        run.generator.test_stall = hooks.stall_plan()
         o = self.env.parsed_options
         # --compare-to reports/latest means the run before this one: resolved before latest moves to this one
         self.compare_to = os.path.realpath(o.compare_to) if getattr(o, "compare_to", "") else ""

@@ -112,6 +112,12 @@ def test_generator_health_thresholds():
     assert GeneratorHealth(cpu_fraction=0.95, loop_lag_p95_ms=2.0).verdict()["figure"].endswith("(its core is full)")
     assert GeneratorHealth().verdict()["verdict"] == "skipped"
     assert GeneratorHealth(cpu_fraction=0.2, loop_lag_p95_ms=1.0).verdict()["verdict"] == "pass"
+    # a stall is named, never a saturation by itself (p95 and CPU decide)
+    stood = GeneratorHealth(cpu_fraction=0.2, loop_lag_p95_ms=1.0, loop_lag_max_ms=3001.0, stalls=2).verdict()
+    assert stood["verdict"] == "pass" and stood["details"]["stalls"] == 2
+    assert stood["figure"] == ("this process: CPU 20 % of a core; event-loop lag p95 1.0 ms, max 3001.0 ms; "
+                               "it stood still (≥ 100 ms) 2 time(s)")
+    assert "stood still" not in GeneratorHealth(cpu_fraction=0.2, loop_lag_p95_ms=1.0, stalls=0).verdict()["figure"]
 
 
 def test_find_outage():

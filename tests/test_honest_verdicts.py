@@ -1,6 +1,7 @@
 """Runs that go wrong never read as PASS: a late crash, a restart, Ctrl-C at the barrier and mid-run (as a
 terminal sends it, to the whole process group), a run that exercised nothing, bad option values, a master
-that gives up waiting for its workers. Each is a real Locust run against the built-in stand-in (or one
+that gives up waiting for its workers; and one that only looks wrong (the generator standing still for
+3 s) is judged on what it sent. Each is a real Locust run against the built-in stand-in (or one
 started here), with the exact verdict, exit code and counts it must give."""
 from __future__ import annotations
 
@@ -44,6 +45,25 @@ def test_a_crash_late_in_the_run_with_three_listeners_is_named_and_is_not_a_pass
     assert passing(r) == set() and r.failing == set()
     assert r.report["summary"]["verdict"] == "inconclusive" and r.returncode == 1
     assert "OVERALL INCONCLUSIVE" in r.output
+
+
+def test_a_generator_that_stands_still_3_s_is_named_and_its_stall_is_not_blamed_on_the_server(tmp_path):
+    # a GC pause or a swapped-out process: the whole event loop blocks (the test hook, 4 s into writing).
+    # Its writers stand still with it, so no change is left in flight to be read 3 s late: nothing is lost,
+    # nothing fails, the latency does not hold the 3 s, and GEN names the stall
+    r = run_locust(tmp_path, env={"KALAMDB_LT_TEST_STALL": "4:3"}, run_time="12s")
+    assert r.report is not None, r.output[-3000:]
+    gen = r.scenarios["GEN"]
+    assert gen["details"]["stalls"] >= 1 and gen["details"]["loop_lag_max_ms"] >= 2900, gen
+    assert "it stood still (≥ 100 ms)" in gen["figure"]
+    assert "blocking the event loop for 3.0 s" in r.output
+    assert r.failing == set(), {k: r.scenarios[k]["figure"] for k in r.failing}
+    lost = {k: v["details"]["lost"] for k, v in r.scenarios.items() if "lost" in (v.get("details") or {})}
+    assert set(lost) >= {"L1", "L2", "L3", "L4"} and set(lost.values()) == {0}, lost
+    assert r.verdict("L1") == "pass" and r.verdict("L6") == "pass"
+    sent = r.report["figures"]["latency_ms"]["sent"]
+    assert sent["max"] < 1000, sent   # the 3 s are the reading's, not the delivery's
+    assert (r.returncode, r.verdict("SC-054")) == r.clean_exit
 
 
 def test_a_restart_mid_run_is_named_even_though_nothing_was_lost(tmp_path, standin_factory):

@@ -12,6 +12,7 @@ import time
 import gevent
 
 STEP_S = 0.05   # the heartbeat's sleep: how late it wakes is the loop's lag
+STALL_MS = 100.0   # a heartbeat this late: the loop stood still (a GC pause, a swapped-out process), counted
 
 
 def cpu_seconds() -> float:
@@ -20,9 +21,11 @@ def cpu_seconds() -> float:
 
 
 class GeneratorProbe:
-    def __init__(self, timeline: bool = False):
+    def __init__(self, timeline: bool = False, test_stall: tuple | None = None):
         self._t0 = self._cpu0 = None
         self._lags: list[float] = []
+        self.stalls = 0   # heartbeats at least STALL_MS late
+        self.test_stall = test_stall   # (after s, for s): the test hook KALAMDB_LT_TEST_STALL (loadtest.distributed.hooks)
         self._beat = None
         self.figures: dict | None = None
         # [epoch s, CPU fraction of the last second or None, event-loop lag ms or None], kept for a stepped
@@ -34,6 +37,9 @@ class GeneratorProbe:
         if self._t0 is None:
             self._t0, self._cpu0 = time.perf_counter(), cpu_seconds()
             self._beat = gevent.spawn(self._heartbeat)
+            if self.test_stall:
+                from ..distributed.hooks import block_loop
+                gevent.spawn_later(self.test_stall[0], block_loop, self.test_stall[1])
 
     def _heartbeat(self) -> None:
         mark, cpu_mark = time.perf_counter(), cpu_seconds()
@@ -43,6 +49,8 @@ class GeneratorProbe:
             now = time.perf_counter()
             lag = max(0.0, now - t - STEP_S) * 1000.0
             self._lags.append(lag)
+            if lag >= STALL_MS:
+                self.stalls += 1
             if self.timeline is None:
                 continue
             self.timeline.append([time.time(), None, round(lag, 2)])
@@ -52,8 +60,8 @@ class GeneratorProbe:
                 mark, cpu_mark = now, cpu
 
     def stop(self) -> dict | None:
-        """{"cpu_fraction", "loop_lag_p95_ms", "loop_lag_max_ms", "seconds", "samples"}, the first call
-        fixes them (None when writing never started)."""
+        """{"cpu_fraction", "loop_lag_p95_ms", "loop_lag_max_ms", "seconds", "samples", "stalls", "stall_ms"},
+        the first call fixes them (None when writing never started)."""
         if self.figures is not None or self._t0 is None:
             return self.figures
         if self._beat is not None:
@@ -64,5 +72,6 @@ class GeneratorProbe:
             "cpu_fraction": round((cpu_seconds() - self._cpu0) / span, 3),
             "loop_lag_p95_ms": round(lags[min(len(lags) - 1, int(len(lags) * 0.95))], 2) if lags else None,
             "loop_lag_max_ms": round(lags[-1], 2) if lags else None,
-            "seconds": round(span, 3), "samples": len(lags)}
+            "seconds": round(span, 3), "samples": len(lags),
+            "stalls": self.stalls, "stall_ms": STALL_MS}
         return self.figures

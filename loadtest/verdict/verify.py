@@ -199,6 +199,7 @@ def evidence_of(run, scen: dict, listener_lag: dict) -> Evidence:
     g = run.generator or {}
     health = GeneratorHealth(cpu_fraction=g.get("cpu_fraction"), loop_lag_p95_ms=g.get("loop_lag_p95_ms"),
                              loop_lag_max_ms=g.get("loop_lag_max_ms"), listener_lag_mean_ms=listener_lag.get("mean"),
+                             stalls=g.get("stalls"), stall_ms=g.get("stall_ms", 100.0),
                              where=g.get("where", "this process"))
     saturated = health.figure() + health.cause() if health.saturated else None
     if run.stress is None and not flags.get("setup_error"):
