@@ -138,15 +138,18 @@ def test_a_slow_consumer_loses_exactly_what_the_server_logged_and_only_on_its_su
     assert r.failing == SHARED_DELIVERY, figures(r)
     l1 = r.scenarios["L1"]["details"]
     assert l1["lost"] == dropped
-    # every drop is placed: on the slow listener's subscription, or (a generator stall on a busy machine can
-    # fill a fast listener's channel too: 3 of 14,661 once) on another one, counted apart
+    # every drop is placed: on the slow listener's subscription, or on another one, counted apart: two
+    # 50-row INSERTs handled back to back queue 100 changes at once, and on a busy machine a third before
+    # the fast connection's writer runs overflows its 128 too (3 of 14,661 once, 51 of 11,897 once), as one
+    # statement's burst does on KalamDB (test_client_conformance: ..._overflows_even_a_fast_readers_...)
     sl = l1["slow_listeners"]
     assert (sl["listeners"], sl["subscriptions"]) == (1, 1) and sl["lost"] + sl["lost_elsewhere"] == dropped
     assert sl["lost_elsewhere"] <= 0.01 * dropped, sl
     assert l1["known_behaviours"]["queue-drops"] == {
         "count": dropped, "accepted": False, "accepted_count": 0, "server_count": dropped,
         "server_count_from": f"server log {r.report['run']['server']['log_path']}"}
-    assert f"slow listeners' subscriptions lost {dropped:,}, the others none" in r.scenarios["L1"]["figure"]
+    others = f"{sl['lost_elsewhere']:,}" if sl["lost_elsewhere"] else "none"
+    assert f"slow listeners' subscriptions lost {sl['lost']:,}, the others {others}" in r.scenarios["L1"]["figure"]
     # the server never counted what it dropped: its counters equal what arrived
     assert r.verdict("L7") == "pass" and r.verdict("L6") == "pass"
     # every row of a multi-row INSERT is a write of its own in the ledger
