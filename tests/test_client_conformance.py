@@ -114,6 +114,16 @@ def quiet(conn: LiveConnection, seconds: float) -> list:
     return out
 
 
+def subscribed(server, admin, sid: str) -> tuple[str, LiveConnection]:
+    """A fresh shared table and a new user's connection subscribed to all of it, its ack read."""
+    table = shared_table(admin)
+    _, http = make_user(admin, server)
+    conn = live(server, http.access_token)
+    conn.subscribe(sid, f"SELECT * FROM {table}")
+    next_of(conn, SubscriptionAck, skip=())
+    return table, conn
+
+
 @pytest.fixture(scope="module")
 def admin(server):
     http = root(server)
@@ -305,12 +315,8 @@ def test_live_only_subscription_is_ready_at_once(server, admin):
 
 
 def test_update_delta_and_delete_tombstone(server, admin):
-    table = shared_table(admin)
-    _, http = make_user(admin, server)
-    conn = live(server, http.access_token)
+    table, conn = subscribed(server, admin, "s")
     try:
-        conn.subscribe("s", f"SELECT * FROM {table}")
-        next_of(conn, SubscriptionAck, skip=())
         insert(admin, table, "k", 1, payload="same")
         ins = next_of(conn, Change)
         admin.sql(f"UPDATE {table} SET n = $1 WHERE id = $2", [2, "k"])
@@ -462,12 +468,8 @@ def test_one_insert_of_1000_rows_overflows_even_a_fast_readers_128_slot_channel(
     # exactly the channel's 128 arrive (stricter than the server: it never hides a drop). Either way each
     # drop is logged, and what arrives comes once and in order. So --rows-per-insert above 128 loses changes
     # on a fast listener too, which the run reports as the server's queue drops.
-    table = shared_table(admin)
-    _, http = make_user(admin, server)
-    conn = live(server, http.access_token)
+    table, conn = subscribed(server, admin, "burst")
     try:
-        conn.subscribe("burst", f"SELECT * FROM {table}")
-        next_of(conn, SubscriptionAck, skip=())
         before = _drops_logged(server)
         values = ", ".join(f"('k{i}', 'w1', {i}, 'p')" for i in range(1000))
         assert admin.sql(f"INSERT INTO {table} (id, writer, n, payload) VALUES {values}")[-1].row_count == 1000

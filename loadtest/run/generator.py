@@ -21,11 +21,12 @@ def cpu_seconds() -> float:
 
 
 class GeneratorProbe:
-    def __init__(self, timeline: bool = False, test_stall: tuple | None = None):
+    def __init__(self, timeline: bool = False):
         self._t0 = self._cpu0 = None
         self._lags: list[float] = []
         self.stalls = 0   # heartbeats at least STALL_MS late
-        self.test_stall = test_stall   # (after s, for s): the test hook KALAMDB_LT_TEST_STALL (loadtest.distributed.hooks)
+        # (after s, for s): the test hook KALAMDB_LT_TEST_STALL (loadtest.distributed.hooks), set by the plugin
+        self.test_stall: tuple | None = None
         self._beat = None
         self.figures: dict | None = None
         # [epoch s, CPU fraction of the last second or None, event-loop lag ms or None], kept for a stepped
