@@ -25,6 +25,7 @@ from kalamclient.errors import (AuthFailed, ConnectError, HttpError, RateLimited
 from kalamclient.events import (AuthSuccess, Change, Closed, InitialDataBatch, MalformedFrame, ServerError,
                                 SubscriptionAck)
 from kalamclient.ws import OP_BINARY, OP_TEXT
+from loadtest.verdict.verify import drops_logged
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -453,14 +454,6 @@ def test_large_frames_are_gzip_unless_compress_false(server, admin):
     assert "?compress=false" in LiveConnection(server.url, "t", compress=False).url
 
 
-FULL_QUEUE_LINE = "Notification channel full"   # the servers' warning per dropped change (protocol §5.8)
-
-
-def _drops_logged(server) -> int:
-    with open(server.log_path, encoding="utf-8", errors="replace") as f:
-        return sum(1 for line in f if FULL_QUEUE_LINE in line)
-
-
 def test_one_insert_of_1000_rows_overflows_even_a_fast_readers_128_slot_channel(server, admin):
     # back-pressure needs no slow reader: one statement's changes are queued faster than the connection's
     # sender writes them out. KalamDB's sender drains alongside (0.4.3-rc.4, measured: 272 of 300, 749 of
@@ -470,14 +463,14 @@ def test_one_insert_of_1000_rows_overflows_even_a_fast_readers_128_slot_channel(
     # on a fast listener too, which the run reports as the server's queue drops.
     table, conn = subscribed(server, admin, "burst")
     try:
-        before = _drops_logged(server)
+        before = drops_logged(server.log_path)
         values = ", ".join(f"('k{i}', 'w1', {i}, 'p')" for i in range(1000))
         assert admin.sql(f"INSERT INTO {table} (id, writer, n, payload) VALUES {values}")[-1].row_count == 1000
         got = [int(e.row["n"]) for e in quiet(conn, 3.0) if type(e) is Change]
         deadline = time.monotonic() + 5.0   # the log is written by the server's own thread
-        while len(got) + _drops_logged(server) - before < 1000 and time.monotonic() < deadline:
+        while len(got) + drops_logged(server.log_path) - before < 1000 and time.monotonic() < deadline:
             time.sleep(0.1)
-        dropped = _drops_logged(server) - before
+        dropped = drops_logged(server.log_path) - before
         assert len(got) + dropped == 1000, (len(got), dropped)
         assert got == sorted(set(got)) and 128 <= len(got) < 1000, len(got)
         if server_kind(server) == "standin":

@@ -29,6 +29,12 @@ def thresholds_from(options, accepted_known, queue_drops: tuple = (None, "")) ->
 FULL_QUEUE_LINE = "Notification channel full"   # KalamDB's (and the stand-in's) warning per dropped notification
 
 
+def drops_logged(log_path: str) -> int:
+    """How many full-queue drops a server's log file names (raises OSError when it cannot be read)."""
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        return sum(1 for line in f if FULL_QUEUE_LINE in line)
+
+
 def queue_drops_counted(run) -> tuple:
     """(count, where from): the server's own count of full-queue drops: its log's warnings when the run
     knows the log (a server it started, or --server-log), else the stand-in's system.stats figure;
@@ -36,8 +42,7 @@ def queue_drops_counted(run) -> tuple:
     log_path = (run.server or {}).get("log_path") or getattr(run.options, "server_log", "")
     if log_path:
         try:
-            with open(log_path, encoding="utf-8", errors="replace") as f:
-                return sum(1 for line in f if FULL_QUEUE_LINE in line), f"server log {log_path}"
+            return drops_logged(log_path), f"server log {log_path}"
         except OSError as exc:
             log.warning("server log %s unreadable: %s", log_path, exc)
     value = (run.server_stats_at_end or {}).get("standin_notifications_dropped_queue_full")
@@ -199,7 +204,7 @@ def evidence_of(run, scen: dict, listener_lag: dict) -> Evidence:
     g = run.generator or {}
     health = GeneratorHealth(cpu_fraction=g.get("cpu_fraction"), loop_lag_p95_ms=g.get("loop_lag_p95_ms"),
                              loop_lag_max_ms=g.get("loop_lag_max_ms"), listener_lag_mean_ms=listener_lag.get("mean"),
-                             stalls=g.get("stalls"), stall_ms=g.get("stall_ms", 100.0),
+                             stalls=g.get("stalls"), stall_ms=g.get("stall_ms", GeneratorHealth.stall_ms),
                              where=g.get("where", "this process"))
     saturated = health.figure() + health.cause() if health.saturated else None
     if run.stress is None and not flags.get("setup_error"):
