@@ -17,6 +17,7 @@ greenlet switch per wake-up (a paced feed wakes the process once per frame).
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import sys
@@ -65,6 +66,19 @@ _TIMESPEC = struct.Struct("@qq")
 # Added to kernel stamps (they read the system clock directly): a process that shifts its time.time() to
 # stand in for a machine whose clock is off (loadtest.distributed's test hook) shifts them alike.
 kernel_stamp_shift_s = 0.0
+
+# Push mode's read of a socket, compiled (kalamclient/_speedups.c, built at install where a C compiler is
+# found): the same steps as _on_readable's Python below, which runs where it was not built, or with
+# KALAMCLIENT_PURE_PYTHON=1 (the tests run both). A binary of another interface is not used.
+_pump = None
+if not os.environ.get("KALAMCLIENT_PURE_PYTHON"):
+    try:
+        from . import _speedups
+    except ImportError:
+        pass
+    else:
+        if getattr(_speedups, "INTERFACE", None) == 1:
+            _pump = _speedups.pump
 
 
 def ws_url(base_url: str, compress: bool = True, path: str = "/v1/ws") -> str:
@@ -230,6 +244,7 @@ class LiveConnection:
         # push mode (push_changes): the event loop reads the socket and hands changes to _push itself
         self._push = None
         self._push_watch = None    # the loop's read watcher of the socket, started while pushing
+        self._push_fd = -1
         self._pushed: deque = deque()   # events the loop read that wait for recv(), in arrival order
         self._push_waiter = None   # recv() waiting for the loop
         self._push_fallen = False  # the loop met what only recv() handles: recv() reads until it is past
@@ -778,7 +793,8 @@ class LiveConnection:
             return False
         self._push = handler
         if self._push_watch is None:
-            self._push_watch = self._hub.loop.io(self._real.fileno(), 1)
+            self._push_fd = self._real.fileno()
+            self._push_watch = self._hub.loop.io(self._push_fd, 1)
         self._resume_push()
         return True
 
@@ -813,6 +829,23 @@ class LiveConnection:
             self._hub.loop.run_callback(w.switch, True)
 
     def _on_readable(self) -> None:
+        if _pump is not None and not self._pushed and not self._push_out:
+            try:
+                changes, status = _pump(self, self._push_fd, self._push, Change, self._kernel_stamps,
+                                        kernel_stamp_shift_s, time.time)
+            except OSError as exc:
+                self._fall_back(exc)
+                return
+            if status == 2:     # nothing to read
+                return
+            if status == 3:     # the peer closed
+                self._fall_back(None)
+                return
+            if changes:
+                self._note_lag(time.time() - self._read_at, changes)
+            if status == 1:     # a frame that is not a plain change: the Python path takes it from here
+                self._push_buffered()
+            return
         real = self._real
         try:
             if self._kernel_stamps:
