@@ -6,6 +6,7 @@ be small ints), the content digest both sides compute, and the description of a 
 
 from __future__ import annotations
 
+import os
 import zlib
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -71,6 +72,17 @@ def content_digest(values: Mapping, columns: Sequence[str]) -> int:
         else:
             parts.append(col + _MISSING)
     return zlib.crc32(_FIELD_SEP.join(parts).encode("utf-8", "surrogatepass"))
+
+
+# The same function compiled (checks/_digest.c, built at install where a C compiler is found), unless
+# KALAMDB_LT_PURE_PYTHON=1. Both give the same number for the same row: a ledger digested by one process
+# and arrivals by another (a worker without the compiled part) still compare.
+content_digest_python = content_digest
+if not os.environ.get("KALAMDB_LT_PURE_PYTHON"):
+    try:
+        from ._digest import content_digest  # noqa: F811
+    except ImportError:
+        pass
 
 
 def old_values_digest(old: Mapping, key_column: str = "id") -> int:

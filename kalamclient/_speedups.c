@@ -139,6 +139,7 @@ static int add_to(PyObject *conn, PyObject *name, Py_ssize_t by) {
 }
 
 static PyObject *pump(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
     if (nargs != 7) {
         PyErr_SetString(PyExc_TypeError, "pump(conn, fd, handler, change_cls, stamps, shift, now)");
         return NULL;
@@ -331,7 +332,8 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "kalamclient._speedups", NULL, -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "kalamclient._speedups", NULL, -1, methods,
+                                    NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__speedups(void) {
     PyObject *orjson = PyImport_ImportModule("orjson");

@@ -69,9 +69,9 @@ kernel_stamp_shift_s = 0.0
 
 # Push mode's read of a socket, compiled (kalamclient/_speedups.c, built at install where a C compiler is
 # found): the same steps as _on_readable's Python below, which runs where it was not built, or with
-# KALAMCLIENT_PURE_PYTHON=1 (the tests run both). A binary of another interface is not used.
+# KALAMDB_LT_PURE_PYTHON=1 (the tests run both). A binary of another interface is not used.
 _pump = None
-if not os.environ.get("KALAMCLIENT_PURE_PYTHON"):
+if not os.environ.get("KALAMDB_LT_PURE_PYTHON"):
     try:
         from . import _speedups
     except ImportError:

@@ -4,6 +4,7 @@ and close() from another greenlet wakes the blocked reader with one Closed event
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -105,15 +106,45 @@ def test_gevent_receive_path_passes_the_websocket_unit_tests():
     assert " passed" in proc.stdout and " failed" not in proc.stdout
 
 
+# Push mode's read runs compiled (kalamclient/_speedups.c) where it was built, else in Python: both are tested
+READS = ["compiled", "python"]
+
+
+def _read_env(read: str) -> dict:
+    if read == "compiled":
+        from kalamclient import ws
+        if ws._pump is None:
+            pytest.skip("kalamclient._speedups was not built (no C compiler at install)")
+        return dict(os.environ, KALAMDB_LT_PURE_PYTHON="")
+    return dict(os.environ, KALAMDB_LT_PURE_PYTHON="1")
+
+
+# in the child: counts the compiled reads (none in Python)
+COUNT_READS = ("import kalamclient.ws as ws\n"
+               "reads = [0]\n"
+               "if ws._pump is not None:\n"
+               "    _real_pump = ws._pump\n"
+               "    def _counted(*a):\n"
+               "        reads[0] += 1\n"
+               "        return _real_pump(*a)\n"
+               "    ws._pump = _counted\n")
+
+
+def _compiled_reads(out: str) -> int:
+    return int(out.rsplit("compiled reads:", 1)[1].split()[0])
+
+
 @pytest.mark.timeout(120)
-def test_gevent_push_mode_passes_the_websocket_unit_tests_in_order():
+@pytest.mark.parametrize("read", READS)
+def test_gevent_push_mode_passes_the_websocket_unit_tests_in_order(read):
     """Push mode (the event loop reads the socket and hands each change to a handler, recv() returns the
     rest): the same WebSocket unit tests pass when every connection pushes from its upgrade on, the
     changes the handler got merged, in the order they were handed out, with what recv() returns. So
-    fragments, control frames between data frames, partial frames, the close and the order survive it."""
+    fragments, control frames between data frames, partial frames, the close and the order survive it,
+    with the read compiled and in Python."""
     code = ("from gevent import monkey; monkey.patch_all()\n"
             "import sys, time, collections, pytest\n"
-            "import kalamclient.ws as ws\n"
+            + COUNT_READS +
             "setup, real = ws.LiveConnection._setup_reader, ws.LiveConnection.recv\n"
             "pushed = [0]\n"
             "def setup_pushing(self):\n"
@@ -145,15 +176,17 @@ def test_gevent_push_mode_passes_the_websocket_unit_tests_in_order():
             # recv_many's own test is about what recv() alone hands out per wake-up: the handler has those
             "code = pytest.main(['-q', '-p', 'no:cacheprovider', '-k', 'test_ws_ and not recv_many', sys.argv[1]])\n"
             "print('pushed by the loop:', pushed[0])\n"
+            "print('compiled reads:', reads[0])\n"
             "sys.exit(code)\n")
     proc = subprocess.run([sys.executable, "-c", code, str(ROOT / "tests" / "test_client_unit.py")],
-                          capture_output=True, text=True, timeout=110, cwd=ROOT)
+                          capture_output=True, text=True, timeout=110, cwd=ROOT, env=_read_env(read))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and " failed" not in proc.stdout
     assert int(proc.stdout.rsplit("pushed by the loop:", 1)[1].split()[0]) > 0, proc.stdout[-2000:]
+    assert (_compiled_reads(proc.stdout) > 0) == (read == "compiled"), proc.stdout[-2000:]
 
 
-ORDER_SCRIPT = PRELUDE + textwrap.dedent(r'''
+ORDER_SCRIPT = PRELUDE + COUNT_READS + textwrap.dedent(r'''
     def change(i):
         return frame(b'{"type":"change","subscription_id":"s","change_type":"insert","rows":[{"_seq":"%d"}]}' % i)
 
@@ -203,13 +236,17 @@ ORDER_SCRIPT = PRELUDE + textwrap.dedent(r'''
     assert type(ev) is Closed and ev.code == 1000, ev
     assert order == expected, next((k, a, b) for k, (a, b) in enumerate(zip(order, expected)) if a != b) if len(order) == len(expected) else (len(order), len(expected))
     print("OK loop=%d recv=%d" % (by_loop[0], by_recv[0]))
+    print("compiled reads:", reads[0])
 ''')
 
 
 @pytest.mark.timeout(60)
-def test_gevent_push_mode_keeps_the_order_between_the_loop_and_recv():
-    proc = subprocess.run([sys.executable, "-c", ORDER_SCRIPT, str(ROOT)], capture_output=True, text=True, timeout=50)
+@pytest.mark.parametrize("read", READS)
+def test_gevent_push_mode_keeps_the_order_between_the_loop_and_recv(read):
+    proc = subprocess.run([sys.executable, "-c", ORDER_SCRIPT, str(ROOT)], capture_output=True, text=True, timeout=50,
+                          env=_read_env(read))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    loop, recv = (int(x.split("=")[1]) for x in proc.stdout.split("OK ")[1].split())
+    loop, recv = (int(x.split("=")[1]) for x in proc.stdout.split("OK ")[1].split("\n")[0].split())
     # both ways were taken: changes handed out by the event loop, and changes recv() returned
     assert loop > 0 and recv > 0, proc.stdout
+    assert (_compiled_reads(proc.stdout) > 0) == (read == "compiled"), proc.stdout

@@ -451,6 +451,69 @@ def test_ws_frames_malformed_gzip_fragmented_and_close():
         srv.close()
 
 
+# Change messages of every shape, each with the event it must give, whichever path decodes it (recv(), push
+# mode in Python, push mode compiled: kalamclient/_speedups.c makes only the usual shapes, ws.py the rest)
+_ROW = {"id": "w:1", "n": "1", "_seq": "7"}
+_SHAPES = [
+    ({"type": "change", "subscription_id": "s", "change_type": "insert", "rows": [_ROW]},
+     Change("s", "insert", _ROW, None, 7)),
+    ({"type": "change", "subscription_id": "s", "change_type": "update", "rows": [dict(_ROW, _seq=8)],
+      "old_values": [{"n": "0"}]}, Change("s", "update", dict(_ROW, _seq=8), {"n": "0"}, 8)),
+    ({"type": "change", "subscription_id": "s", "change_type": "update", "rows": [dict(_ROW, _seq=" 9 ")],
+      "old_values": []}, Change("s", "update", dict(_ROW, _seq=" 9 "), None, 9)),
+    ({"type": "change", "subscription_id": "s", "change_type": "update", "rows": [{"id": "w:1"}],
+      "old_values": None}, Change("s", "update", {"id": "w:1"}, None, None)),
+    ({"type": "change", "subscription_id": "s", "change_type": "delete", "old_values": [dict(_ROW, _seq="10")]},
+     Change("s", "delete", None, dict(_ROW, _seq="10"), 10)),
+    ({"type": "change", "subscription_id": "s", "change_type": "delete", "old_values": [{"id": "w:1"}]},
+     Change("s", "delete", None, {"id": "w:1"}, None)),
+    ({"type": "change", "subscription_id": "s", "change_type": "insert", "rows": [dict(_ROW, _seq="x1")]},
+     "unexpected message shape: ValueError"),
+    ({"type": "change", "subscription_id": "s", "change_type": "insert", "rows": _ROW},
+     "unexpected message shape: KeyError"),
+    ({"type": "change", "subscription_id": 5, "change_type": "insert", "rows": [_ROW]},
+     "unexpected message shape: TypeError"),
+    ({"type": "change", "subscription_id": "s", "change_type": "upsert", "rows": [_ROW]},
+     "unexpected message shape: ValueError"),
+    ({"type": "change", "subscription_id": "s", "change_type": "delete", "old_values": []},
+     "unexpected message shape: IndexError"),
+    ({"type": "change", "subscription_id": "s", "change_type": "insert", "rows": [["not", "a", "row"]]},
+     "unexpected message shape: AttributeError"),
+    ({"type": "change", "subscription_id": "s", "change_type": "insert", "rows": [dict(_ROW, _seq=12)]},
+     Change("s", "insert", dict(_ROW, _seq=12), None, 12)),
+]
+
+
+def test_ws_changes_of_every_shape_decode_to_the_same_events():
+    """Each shape of change message in one read, then one by one: the same events, fields and order."""
+    frames = [ws_frame(_j(m)) for m, _ in _SHAPES]
+
+    def script(c):
+        c.sendall(AUTH_OK + b"".join(frames))
+        time.sleep(0.2)
+        for f in frames:
+            c.sendall(f)
+            time.sleep(0.01)
+        time.sleep(1)
+
+    srv = ScriptedWs(script)
+    conn = LiveConnection(srv.url, "t", ping_interval=None, connect_timeout=5)
+    try:
+        conn.connect()
+        for round_ in ("one read", "one by one"):
+            for (msg, want), ev in zip(_SHAPES, [conn.recv(2) for _ in _SHAPES]):
+                if isinstance(want, str):
+                    assert type(ev) is MalformedFrame and ev.reason.startswith(want), (round_, msg, ev)
+                else:
+                    assert type(ev) is Change and ev.received_at > 0, (round_, msg, ev)
+                    want.received_at = ev.received_at
+                    assert ev == want and type(ev.seq) is type(want.seq), (round_, msg, ev)
+        assert conn.frames == 2 * len(_SHAPES) + 1 and conn.last_opcode == OP_TEXT
+    finally:
+        conn.close()
+        srv.close()
+
+
 def test_ws_frame_lengths_in_one_read_and_rsv_bits_rejected():
     """Frames of every length encoding back to back in one read (cut from the buffer), one split over
     two reads, then a frame with an RSV bit: that one is a protocol error (Closed 1002), not a change."""
