@@ -27,11 +27,16 @@ def _modules() -> dict[str, Path]:
     for pkg in PACKAGES:
         for path in (REPO / pkg).rglob("*.py") if (REPO / pkg).is_dir() else ():
             out[_module_name(path)] = path
+        # a compiled module (setup.py) is a module of its package too: kalamclient/_speedups.c
+        for path in (REPO / pkg).rglob("*.c") if (REPO / pkg).is_dir() else ():
+            out[_module_name(path)] = path
     return out
 
 
 def _imports(name: str, path: Path, known: set) -> set:
     """Every project module this one imports, at any depth of the file (functions included)."""
+    if path.suffix == ".c":
+        return set()   # the compiled modules import no project module (orjson at most)
     tree = ast.parse(path.read_text(encoding="utf-8"))
     is_pkg = path.name == "__init__.py"
     here = name.split(".") if is_pkg else name.split(".")[:-1]
