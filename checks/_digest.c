@@ -1,4 +1,4 @@
-/* checks._digest: checks.model.content_digest, compiled (optional: model.py's Python runs where this did not
+/* checks._digest: checks.model.content_digest and old_values_digest, compiled (optional: model.py's Python runs where this did not
  * build, or with KALAMDB_LT_PURE_PYTHON=1). The same number for the same input, bit for bit: the ledger and
  * the arrivals may be digested by different processes, one with this and one without
  * (tests/test_speedups.py compares the two on generated rows).
@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 static uint32_t table[256];
-static PyObject *empty_spec;
+static PyObject *empty_spec, *default_key, *system_columns;
 
 static void make_table(void) {
     for (uint32_t i = 0; i < 256; i++) {
@@ -57,17 +57,9 @@ static int crc_text(uint32_t *crc, PyObject *x) {
     return 0;
 }
 
-static PyObject *content_digest(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    (void)module;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "content_digest(values, columns)");
-        return NULL;
-    }
-    PyObject *values = args[0], *columns = args[1];
+/* the digest of values over cols (a list or tuple); steals the reference to cols */
+static PyObject *digest(PyObject *values, PyObject *cols) {
     int is_dict = PyDict_CheckExact(values);
-    PyObject *cols = PySequence_Fast(columns, "content_digest: columns must be iterable");
-    if (cols == NULL)
-        return NULL;
     Py_ssize_t k = PySequence_Fast_GET_SIZE(cols);
     PyObject **items = PySequence_Fast_ITEMS(cols);
     uint32_t crc = 0;
@@ -116,9 +108,64 @@ fail:
     return NULL;
 }
 
+static PyObject *content_digest(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "content_digest(values, columns)");
+        return NULL;
+    }
+    PyObject *cols = PySequence_Fast(args[1], "content_digest: columns must be iterable");
+    return cols == NULL ? NULL : digest(args[0], cols);
+}
+
+/* old_values_digest(old, key_column="id"): content_digest(old, sorted(k for k in old if k != key_column
+ * and k not in SYSTEM_COLUMNS)), SYSTEM_COLUMNS as given to configure() */
+static PyObject *old_values_digest(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "old_values_digest(old, key_column='id')");
+        return NULL;
+    }
+    if (system_columns == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "checks._digest.configure(SYSTEM_COLUMNS) was not called");
+        return NULL;
+    }
+    PyObject *old = args[0], *key = nargs > 1 ? args[1] : default_key;
+    PyObject *cols = PyList_New(0), *it = cols ? PyObject_GetIter(old) : NULL, *k;
+    if (it == NULL)
+        goto fail;
+    while ((k = PyIter_Next(it)) != NULL) {
+        int skip = PyObject_RichCompareBool(k, key, Py_EQ);
+        if (skip == 0)
+            skip = PySequence_Contains(system_columns, k);
+        if (skip < 0 || (!skip && PyList_Append(cols, k) < 0)) {
+            Py_DECREF(k);
+            goto fail;
+        }
+        Py_DECREF(k);
+    }
+    if (PyErr_Occurred() || PyList_Sort(cols) < 0)
+        goto fail;
+    Py_DECREF(it);
+    return digest(old, cols);
+fail:
+    Py_XDECREF(it);
+    Py_XDECREF(cols);
+    return NULL;
+}
+
+static PyObject *configure(PyObject *module, PyObject *arg) {
+    (void)module;
+    Py_XSETREF(system_columns, Py_NewRef(arg));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"content_digest", (PyCFunction)(void (*)(void))content_digest, METH_FASTCALL,
      "checks.model.content_digest, compiled."},
+    {"old_values_digest", (PyCFunction)(void (*)(void))old_values_digest, METH_FASTCALL,
+     "checks.model.old_values_digest, compiled."},
+    {"configure", configure, METH_O, "configure(SYSTEM_COLUMNS): the columns old_values_digest leaves out."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -128,7 +175,8 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "checks._digest", NUL
 PyMODINIT_FUNC PyInit__digest(void) {
     make_table();
     empty_spec = PyUnicode_FromString("");
-    if (empty_spec == NULL)
+    default_key = PyUnicode_InternFromString("id");
+    if (empty_spec == NULL || default_key == NULL)
         return NULL;
     return PyModule_Create(&module);
 }

@@ -74,17 +74,6 @@ def content_digest(values: Mapping, columns: Sequence[str]) -> int:
     return zlib.crc32(_FIELD_SEP.join(parts).encode("utf-8", "surrogatepass"))
 
 
-# The same function compiled (checks/_digest.c, built at install where a C compiler is found), unless
-# KALAMDB_LT_PURE_PYTHON=1. Both give the same number for the same row: a ledger digested by one process
-# and arrivals by another (a worker without the compiled part) still compare.
-content_digest_python = content_digest
-if not os.environ.get("KALAMDB_LT_PURE_PYTHON"):
-    try:
-        from ._digest import content_digest  # noqa: F811
-    except ImportError:
-        pass
-
-
 def old_values_digest(old: Mapping, key_column: str = "id") -> int:
     """Digest of an update's `old_values[0]`: every key but the PK and the system columns, sorted.
 
@@ -93,6 +82,20 @@ def old_values_digest(old: Mapping, key_column: str = "id") -> int:
     """
     cols = sorted(k for k in old if k != key_column and k not in SYSTEM_COLUMNS)
     return content_digest(old, cols)
+
+
+# The same two functions compiled (checks/_digest.c, built at install where a C compiler is found), unless
+# KALAMDB_LT_PURE_PYTHON=1. Both give the same number for the same row: a ledger digested by one process
+# and arrivals by another (a worker without the compiled part) still compare.
+content_digest_python, old_values_digest_python = content_digest, old_values_digest
+if not os.environ.get("KALAMDB_LT_PURE_PYTHON"):
+    try:
+        from . import _digest
+    except ImportError:
+        pass
+    else:
+        _digest.configure(SYSTEM_COLUMNS)
+        content_digest, old_values_digest = _digest.content_digest, _digest.old_values_digest
 
 
 @dataclass(frozen=True)

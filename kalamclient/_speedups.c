@@ -6,8 +6,8 @@
  * One non-blocking recvmsg() of up to 64 KiB, stamped as LiveConnection._take stamps it (the kernel's
  * SO_TIMESTAMPNS + shift, else now()), appended to conn._rbuf[conn._rpos:]; then every whole, unmasked,
  * unfragmented text frame at the front of the buffer whose JSON is a change of the usual shape is made
- * into change_cls(subscription_id, change_type, row, old, seq, received_at), as kalamclient.ws._change
- * makes it, and handed to handler(change), in order. It stops at the first frame that is anything else
+ * into a change_cls with the slots subscription_id, change_type, row, old, seq and received_at set as
+ * kalamclient.ws._change sets them (Change.__init__'s assignments), and handed to handler(change), in order. It stops at the first frame that is anything else
  * (a control, binary, fragmented, masked or RSV frame, JSON that is not a change or not of that shape):
  * that frame and what follows stay in conn._rbuf for ws.py's own path, which decides what it is.
  * Written back: conn._rbuf (what is left, from 0), conn._rpos = 0, conn._read_at, conn.bytes_in,
@@ -41,6 +41,7 @@ static PyObject *orjson_loads;
 static PyObject *k_type, *k_change, *k_change_type, *k_subscription_id, *k_rows, *k_old_values, *k_seq,
     *k_insert, *k_update, *k_delete;
 static PyObject *a_rbuf, *a_rpos, *a_read_at, *a_bytes_in, *a_frames, *a_last_opcode;
+static PyObject *change_slots[6]; /* Change(subscription_id, change_type, row, old, seq, received_at) */
 
 /* d[key] for an exact dict, borrowed; NULL (no error) when absent */
 static PyObject *get(PyObject *d, PyObject *key) {
@@ -113,8 +114,15 @@ static PyObject *change_of(PyObject *msg, PyObject *cls, double ts) {
         PyErr_Clear();
         return NULL;
     }
-    PyObject *args[6] = {sid, ct, row, old, seq, at};
-    PyObject *ev = PyObject_Vectorcall(cls, args, 6, NULL);
+    /* what Change.__init__ does, without its Python frame: the six slots set */
+    PyTypeObject *type = (PyTypeObject *)cls;
+    PyObject *ev = type->tp_alloc(type, 0);
+    PyObject *vals[6] = {sid, ct, row, old, seq, at};
+    PyObject **names = change_slots;
+    for (int i = 0; ev != NULL && i < 6; i++) {
+        if (PyObject_SetAttr(ev, names[i], vals[i]) < 0)
+            Py_CLEAR(ev);
+    }
     Py_DECREF(seq);
     Py_DECREF(at);
     if (ev == NULL)
@@ -150,6 +158,10 @@ static PyObject *pump(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     double shift = PyFloat_AsDouble(args[5]);
     if (PyErr_Occurred())
         return NULL;
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "pump: change_cls must be a class");
+        return NULL;
+    }
 
     struct iovec iov = {chunk, CHUNK};
     union {
@@ -362,6 +374,12 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(a_bytes_in, "bytes_in")
     INTERN(a_frames, "frames")
     INTERN(a_last_opcode, "last_opcode")
+    change_slots[0] = k_subscription_id;
+    change_slots[1] = k_change_type;
+    INTERN(change_slots[2], "row")
+    INTERN(change_slots[3], "old")
+    INTERN(change_slots[4], "seq")
+    INTERN(change_slots[5], "received_at")
 #undef INTERN
     PyObject *m = PyModule_Create(&module);
     if (m != NULL && PyModule_AddIntConstant(m, "INTERFACE", INTERFACE) < 0) {

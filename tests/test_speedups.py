@@ -29,14 +29,16 @@ def test_the_compiled_parts_are_built_and_used_where_a_c_compiler_is():
     from kalamclient import ws
     assert ws._pump is not None, "kalamclient._speedups was not built: pip install -e . again"
     assert model.content_digest is not model.content_digest_python, "checks._digest was not built"
+    assert model.old_values_digest is not model.old_values_digest_python
 
 
 def test_the_python_is_used_when_asked_for():
     code = ("import kalamclient.ws as ws, checks.model as m;"
-            "print(ws._pump is None, m.content_digest is m.content_digest_python)")
+            "print(ws._pump is None, m.content_digest is m.content_digest_python,"
+            " m.old_values_digest is m.old_values_digest_python)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
                          env=dict(os.environ, KALAMDB_LT_PURE_PYTHON="1"))
-    assert out.stdout.split() == ["True", "True"], out.stdout + out.stderr
+    assert out.stdout.split() == ["True", "True", "True"], out.stdout + out.stderr
 
 
 class Odd:
@@ -72,12 +74,12 @@ def _value(rng: random.Random):
     return "".join(rng.choice("abcxyz019 _-:") for _ in range(rng.randrange(80)))
 
 
-def test_content_digest_compiled_gives_the_pythons_number_for_every_kind_of_row():
+def test_the_digests_compiled_give_the_pythons_numbers_for_every_kind_of_row():
     if model.content_digest is model.content_digest_python:
         pytest.skip("checks._digest was not built")
     c, py = model.content_digest, model.content_digest_python
     rng = random.Random(20261207)
-    names = ["id", "writer", "n", "payload", "body", "é", "\ud83d", "", "_seq"]
+    names = ["id", "writer", "n", "payload", "body", "é", "\ud83d", "", "_seq", "_deleted"]
     for i in range(3000):
         row = {k: _value(rng) for k in rng.sample(names, rng.randrange(len(names) + 1))}
         cols = rng.sample(names, rng.randrange(len(names) + 1))
@@ -85,6 +87,10 @@ def test_content_digest_compiled_gives_the_pythons_number_for_every_kind_of_row(
             for columns in (cols, tuple(cols), iter(cols)):
                 want = py(values, list(cols))
                 assert c(values, columns) == want, (i, row, cols)
+            for key in rng.sample(names, 2):
+                want = model.old_values_digest_python(values, key)
+                assert model.old_values_digest(values, key) == want, (i, row, key)
+            assert model.old_values_digest(values) == model.old_values_digest_python(values)
     assert c({}, ()) == py({}, ()) == 0
 
 
@@ -96,5 +102,10 @@ def test_content_digest_compiled_raises_where_the_python_raises():
             model.content_digest_python(values, columns)
         with pytest.raises(TypeError):
             model.content_digest(values, columns)
+    for old in (5, None):   # not iterable
+        with pytest.raises(TypeError):
+            model.old_values_digest_python(old)
+        with pytest.raises(TypeError):
+            model.old_values_digest(old)
     # a present non-str column name is formatted, as in the f-string
     assert model.content_digest({5: "x"}, [5]) == model.content_digest_python({5: "x"}, [5])
