@@ -85,18 +85,20 @@ def old_values_digest(old: Mapping, key_column: str = "id") -> int:
     return content_digest(old, cols)
 
 
-# The same two functions compiled (checks/_digest.c, built at install where a C compiler is found), unless
+# The same two functions compiled (checks/_speedups.c, built at install where a C compiler is found), unless
 # KALAMDB_LT_PURE_PYTHON=1. Both give the same number for the same row: a ledger digested by one process
-# and arrivals by another (a worker without the compiled part) still compare.
+# and arrivals by another (a worker without the compiled part) still compare. `speedups` is that module
+# (None where the Python runs): checks.arrivals takes its record_row from it.
 content_digest_python, old_values_digest_python = content_digest, old_values_digest
+speedups = None
 if not os.environ.get("KALAMDB_LT_PURE_PYTHON"):
     try:  # by name: the compiled module imports nothing of the package, so this is no circle through checks
-        _digest = importlib.import_module(__package__ + "._digest")
+        speedups = importlib.import_module(__package__ + "._speedups")
     except ImportError:
         pass
     else:
-        _digest.configure(SYSTEM_COLUMNS)
-        content_digest, old_values_digest = _digest.content_digest, _digest.old_values_digest
+        speedups.configure(SYSTEM_COLUMNS)
+        content_digest, old_values_digest = speedups.content_digest, speedups.old_values_digest
 
 
 @dataclass(frozen=True)

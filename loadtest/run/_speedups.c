@@ -1,0 +1,202 @@
+/* loadtest.run._speedups: the change branch of ListenerSession._dispatch, compiled (optional: listening.py runs
+ * the Python where this did not build, or with KALAMDB_LT_PURE_PYTHON=1, and tests run both).
+ *
+ * dispatch_change(session, change) -> True
+ *
+ * What ListenerSession._dispatch does with a kalamclient.events.Change: the subscription's ArrivalLog records
+ * it (log.record_row), the subscription's counters (received, epoch_received), the highest n per writer
+ * (max_n) and the last _seq move on, and session.on_delivery(name, latency_ms from the commit in _seq) is
+ * called. Every change it does not take that way (an unknown subscription id is ignored, as the Python does;
+ * an unknown change type, a change without _seq) goes to session._dispatch unchanged.
+ *
+ * Why: after the read (kalamclient._speedups) and the record (checks._speedups), the Python frame of this
+ * branch was the largest single part of a verified delivery's cost in push mode (bench/peers_bench.py).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+static PyObject *a_subscription_id, *a_change_type, *a_row, *a_old, *a_seq, *a_received_at, *a_subs, *a_log,
+    *a_received, *a_epoch_received, *a_max_n, *a_last_seq, *a_names, *a_on_delivery, *a_dispatch, *a_record_row;
+static PyObject *kinds;               /* checks.model.KIND_BY_CHANGE_TYPE */
+static long long epoch_ms = -1, shift; /* checks.model.SEQ_EPOCH_MS, SEQ_TIME_SHIFT */
+static PyObject *one;
+
+/* obj.name += 1 */
+static int bump(PyObject *obj, PyObject *name) {
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL)
+        return -1;
+    PyObject *w = PyNumber_InPlaceAdd(v, one);
+    Py_DECREF(v);
+    if (w == NULL)
+        return -1;
+    int r = PyObject_SetAttr(obj, name, w);
+    Py_DECREF(w);
+    return r;
+}
+
+static PyObject *python(PyObject *session, PyObject *ev) {
+    return PyObject_CallMethodOneArg(session, a_dispatch, ev);
+}
+
+static PyObject *dispatch_change(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "dispatch_change(session, change)");
+        return NULL;
+    }
+    if (kinds == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "loadtest.run._speedups.configure() was not called");
+        return NULL;
+    }
+    PyObject *session = args[0], *ev = args[1];
+    PyObject *subs = NULL, *sid = NULL, *ct = NULL, *seq = NULL, *st = NULL, *log = NULL, *res = NULL,
+             *f = NULL, *out = NULL;
+    PyObject *row = NULL, *old = NULL, *t = NULL, *max_n = NULL, *last = NULL, *od = NULL, *names = NULL;
+    if ((subs = PyObject_GetAttr(session, a_subs)) == NULL || (sid = PyObject_GetAttr(ev, a_subscription_id)) == NULL)
+        goto done;
+    if (!PyDict_CheckExact(subs)) {
+        out = python(session, ev);
+        goto done;
+    }
+    st = Py_XNewRef(PyDict_GetItemWithError(subs, sid)); /* self.subs.get(...) */
+    if (st == NULL) {
+        if (!PyErr_Occurred())
+            out = Py_NewRef(Py_True);
+        goto done;
+    }
+    if ((ct = PyObject_GetAttr(ev, a_change_type)) == NULL || (seq = PyObject_GetAttr(ev, a_seq)) == NULL)
+        goto done;
+    PyObject *kind = PyDict_GetItemWithError(kinds, ct); /* borrowed: kinds holds it */
+    if (kind == NULL || seq == Py_None || !PyLong_CheckExact(seq)) {
+        if (!PyErr_Occurred())
+            out = python(session, ev);
+        goto done;
+    }
+    if ((row = PyObject_GetAttr(ev, a_row)) == NULL || (old = PyObject_GetAttr(ev, a_old)) == NULL ||
+        (t = PyObject_GetAttr(ev, a_received_at)) == NULL || (log = PyObject_GetAttr(st, a_log)) == NULL)
+        goto done;
+    PyObject *call[6] = {log, kind, row, old, seq, t};
+    res = PyObject_VectorcallMethod(a_record_row, call, 6 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (res == NULL)
+        goto done;
+    if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 2) {
+        PyErr_SetString(PyExc_TypeError, "record_row() must return (writer, n)");
+        goto done;
+    }
+    if (bump(st, a_received) < 0 || bump(st, a_epoch_received) < 0)
+        goto done;
+    PyObject *w = PyTuple_GET_ITEM(res, 0), *n = PyTuple_GET_ITEM(res, 1);
+    int truth = PyObject_IsTrue(w);
+    if (truth < 0)
+        goto done;
+    if (truth) { /* if w and n > st.max_n.get(w, 0): st.max_n[w] = n */
+        if ((max_n = PyObject_GetAttr(st, a_max_n)) == NULL)
+            goto done;
+        PyObject *have = PyDict_CheckExact(max_n) ? PyDict_GetItemWithError(max_n, w) : NULL;
+        if (!PyDict_CheckExact(max_n)) {
+            PyErr_SetString(PyExc_TypeError, "SubscriptionState.max_n must be a dict");
+            goto done;
+        }
+        if (have == NULL && PyErr_Occurred())
+            goto done;
+        PyObject *zero = NULL;
+        if (have == NULL && (have = zero = PyLong_FromLong(0)) == NULL)
+            goto done;
+        Py_INCREF(have);
+        int gt = PyObject_RichCompareBool(n, have, Py_GT);
+        Py_DECREF(have);
+        Py_XDECREF(zero);
+        if (gt < 0 || (gt && PyDict_SetItem(max_n, w, n) < 0))
+            goto done;
+    }
+    if ((last = PyObject_GetAttr(st, a_last_seq)) == NULL)
+        goto done;
+    int newer = last == Py_None ? 1 : PyObject_RichCompareBool(seq, last, Py_GT);
+    if (newer < 0 || (newer && PyObject_SetAttr(st, a_last_seq, seq) < 0))
+        goto done;
+    if ((od = PyObject_GetAttr(session, a_on_delivery)) == NULL)
+        goto done;
+    if (od != Py_None) {
+        /* ev.received_at * 1000.0 - seq_commit_ms(seq): the int is exact as a double below 2**53, as in the
+         * Python's float - int */
+        long long s = PyLong_AsLongLong(seq);
+        double tt = PyFloat_AsDouble(t);
+        if (PyErr_Occurred())
+            goto done;
+        if ((names = PyObject_GetAttr(st, a_names)) == NULL)
+            goto done;
+        PyObject *name = PyObject_GetItem(names, ct);
+        if (name == NULL)
+            goto done;
+        PyObject *ms = PyFloat_FromDouble(tt * 1000.0 - (double)((s >> shift) + epoch_ms));
+        if (ms == NULL) {
+            Py_DECREF(name);
+            goto done;
+        }
+        PyObject *dargs[2] = {name, ms};
+        f = PyObject_Vectorcall(od, dargs, 2, NULL);
+        Py_DECREF(name);
+        Py_DECREF(ms);
+        if (f == NULL)
+            goto done;
+    }
+    out = Py_NewRef(Py_True);
+done:
+    Py_XDECREF(subs);
+    Py_XDECREF(sid);
+    Py_XDECREF(ct);
+    Py_XDECREF(seq);
+    Py_XDECREF(st);
+    Py_XDECREF(log);
+    Py_XDECREF(res);
+    Py_XDECREF(f);
+    Py_XDECREF(row);
+    Py_XDECREF(old);
+    Py_XDECREF(t);
+    Py_XDECREF(max_n);
+    Py_XDECREF(last);
+    Py_XDECREF(od);
+    Py_XDECREF(names);
+    return out;
+}
+
+/* configure(KIND_BY_CHANGE_TYPE, SEQ_EPOCH_MS, SEQ_TIME_SHIFT) */
+static PyObject *configure(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *k;
+    long long e, s;
+    if (!PyArg_ParseTuple(args, "O!LL", &PyDict_Type, &k, &e, &s))
+        return NULL;
+    Py_XSETREF(kinds, Py_NewRef(k));
+    epoch_ms = e;
+    shift = s;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"dispatch_change", (PyCFunction)(void (*)(void))dispatch_change, METH_FASTCALL,
+     "The change branch of ListenerSession._dispatch, compiled."},
+    {"configure", configure, METH_VARARGS, "configure(KIND_BY_CHANGE_TYPE, SEQ_EPOCH_MS, SEQ_TIME_SHIFT)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "loadtest.run._speedups", NULL, -1, methods,
+                                    NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__speedups(void) {
+    struct {
+        PyObject **slot;
+        const char *name;
+    } names[] = {{&a_subscription_id, "subscription_id"}, {&a_change_type, "change_type"}, {&a_row, "row"},
+                 {&a_old, "old"}, {&a_seq, "seq"}, {&a_received_at, "received_at"}, {&a_subs, "subs"},
+                 {&a_log, "log"}, {&a_received, "received"}, {&a_epoch_received, "epoch_received"},
+                 {&a_max_n, "max_n"}, {&a_last_seq, "last_seq"}, {&a_names, "names"},
+                 {&a_on_delivery, "on_delivery"}, {&a_dispatch, "_dispatch"}, {&a_record_row, "record_row"}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if ((*names[i].slot = PyUnicode_InternFromString(names[i].name)) == NULL)
+            return NULL;
+    if ((one = PyLong_FromLong(1)) == NULL)
+        return NULL;
+    return PyModule_Create(&module);
+}
