@@ -3,11 +3,14 @@ and the adapter that writes deliveries into Locust's statistics."""
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 from types import SimpleNamespace
+
+import pytest
 
 from checks.model import Workload
 from checks.testing import History
@@ -147,14 +150,21 @@ STATS_SCRIPT = textwrap.dedent(r"""
                 d(name, ms)
             d.flush()
         compare(by_log, by_adapter, ("events insert", "events update"))
-    print("SAME", by_adapter.total.num_requests)
+    print("SAME", by_adapter.total.num_requests, DeliveryStats.__call__ is DeliveryStats.call_python)
 """)
 
 
-def test_delivery_stats_write_what_statsentry_log_writes():
+@pytest.mark.parametrize("call", ["compiled", "python"])
+def test_delivery_stats_write_what_statsentry_log_writes(call):
     """Fails when Locust's statistics change shape: the adapter writes StatsEntry's fields directly.
-    In its own process: Locust monkey-patches gevent on import."""
+    In its own process: Locust monkey-patches gevent on import. Its __call__ compiled
+    (loadtest.run._speedups, where built) and in Python."""
+    from loadtest.run.compiled import speedups
+    if call == "compiled" and speedups is None:
+        pytest.skip("loadtest.run._speedups was not built")
     root = str(Path(__file__).resolve().parents[1])
-    out = subprocess.run([sys.executable, "-c", STATS_SCRIPT, root], capture_output=True, text=True, timeout=60)
+    env = dict(os.environ, KALAMDB_LT_PURE_PYTHON="1" if call == "python" else "")
+    out = subprocess.run([sys.executable, "-c", STATS_SCRIPT, root], capture_output=True, text=True, timeout=60,
+                         env=env)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["SAME", "13"]
+    assert out.stdout.split() == ["SAME", "13", str(call == "python")]

@@ -35,14 +35,14 @@ def test_the_compiled_parts_are_built_and_used_where_a_c_compiler_is():
     assert model.old_values_digest is not model.old_values_digest_python
     assert ArrivalLog.record_row is not ArrivalLog.record_row_python
     from loadtest.run import listening
-    assert listening._speedups is not None, "loadtest.run._speedups was not built"
+    assert listening.speedups is not None, "loadtest.run._speedups was not built"
 
 
 def test_the_python_is_used_when_asked_for():
     code = ("import kalamclient.ws as ws, checks.model as m, checks.arrivals as a, loadtest.run.listening as li;"
             "print(ws._pump is None, m.content_digest is m.content_digest_python,"
             " m.old_values_digest is m.old_values_digest_python,"
-            " a.ArrivalLog.record_row is a.ArrivalLog.record_row_python, li._speedups is None)")
+            " a.ArrivalLog.record_row is a.ArrivalLog.record_row_python, li.speedups is None)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
                          env=dict(os.environ, KALAMDB_LT_PURE_PYTHON="1"))
     assert out.stdout.split() == ["True"] * 5, out.stdout + out.stderr
@@ -226,7 +226,7 @@ def _state(session, deliveries) -> dict:
 def test_dispatch_change_compiled_does_what_the_python_does():
     from kalamclient.events import Change
     from loadtest.run import listening
-    if listening._speedups is None:
+    if listening.speedups is None:
         pytest.skip("loadtest.run._speedups was not built")
     (compiled, got), (python, want) = _sessions()
     handed = []
@@ -244,12 +244,12 @@ def test_dispatch_change_compiled_does_what_the_python_does():
                     rng.choice([None, _row(rng), _row(rng)]),
                     rng.choice([None, "12", -5, 2**64] + [rng.randrange(1, 2**62) for _ in range(16)]),
                     rng.choice([1_750_000_000.125, 1_750_000_001.5, 7]))
-        assert _outcome(listening._speedups.dispatch_change, compiled, ev) == _outcome(python._dispatch, ev), i
+        assert _outcome(listening.speedups.dispatch_change, compiled, ev) == _outcome(python._dispatch, ev), i
     assert _state(compiled, got) == _state(python, want)
     assert 200 < len(handed) < 2500, len(handed)
     assert len(got) > 1500 and python.malformed > 100 and all(st.received > 500 for st in python.subs.values())
     # push mode hands changes to the compiled branch, except in a session whose class has its own _dispatch
-    assert compiled._change_handler().func is listening._speedups.dispatch_change
+    assert compiled._change_handler().func is listening.speedups.dispatch_change
 
     class Own(listening.ListenerSession):
         def _dispatch(self, ev):

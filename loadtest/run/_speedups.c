@@ -9,17 +9,139 @@
  * called. Every change it does not take that way (an unknown subscription id is ignored, as the Python does;
  * an unknown change type, a change without _seq) goes to session._dispatch unchanged.
  *
- * Why: after the read (kalamclient._speedups) and the record (checks._speedups), the Python frame of this
- * branch was the largest single part of a verified delivery's cost in push mode (bench/peers_bench.py).
+ * deliver(stats, name, latency_ms): DeliveryStats.__call__ (loadtest/run/locuststats.py), installed as that
+ * method by delivery_method(DeliveryStats); dispatch_change calls it directly for a DeliveryStats.
+ *
+ * Why: after the read (kalamclient._speedups) and the record (checks._speedups), the Python frames of this
+ * branch and of DeliveryStats.__call__ were the largest part of a verified delivery's cost in push mode
+ * (bench/peers_bench.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+
+#include <math.h>
+#include <time.h>
 
 static PyObject *a_subscription_id, *a_change_type, *a_row, *a_old, *a_seq, *a_received_at, *a_subs, *a_log,
     *a_received, *a_epoch_received, *a_max_n, *a_last_seq, *a_names, *a_on_delivery, *a_dispatch, *a_record_row;
 static PyObject *kinds;               /* checks.model.KIND_BY_CHANGE_TYPE */
 static long long epoch_ms = -1, shift; /* checks.model.SEQ_EPOCH_MS, SEQ_TIME_SHIFT */
 static PyObject *one;
+static PyObject *a_pending, *a_first, *a_last, *a_interval, *a_flush, *a_call_python, *s_call;
+static PyTypeObject *delivery_type; /* DeliveryStats */
+static PyObject *delivery_descr;    /* its compiled __call__ */
+
+/* DeliveryStats.__call__(self, name, latency_ms), as locuststats.py's Python (call_python) does it:
+ * now = time.time(); a pending batch older than interval or from another wall-clock second is flushed
+ * first; the sample (0.0 when not positive) goes into pending[name]. A latency that is not a float goes to
+ * the Python. */
+static PyObject *deliver(PyObject *self, PyObject *name, PyObject *ms) {
+    if (!PyFloat_CheckExact(ms)) {
+        PyObject *args[3] = {self, name, ms};
+        return PyObject_VectorcallMethod(a_call_python, args, 3, NULL);
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts); /* time.time()'s clock */
+    double now = (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+    PyObject *pending = PyObject_GetAttr(self, a_pending), *nowv = NULL, *samples = NULL, *v = NULL;
+    PyObject *out = NULL;
+    if (pending == NULL)
+        return NULL;
+    int busy = PyObject_IsTrue(pending);
+    if (busy < 0)
+        goto done;
+    if ((nowv = PyFloat_FromDouble(now)) == NULL)
+        goto done;
+    if (busy) {
+        PyObject *fv = PyObject_GetAttr(self, a_first), *iv = fv ? PyObject_GetAttr(self, a_interval) : NULL;
+        double first = fv ? PyFloat_AsDouble(fv) : -1.0, interval = iv ? PyFloat_AsDouble(iv) : -1.0;
+        Py_XDECREF(fv);
+        Py_XDECREF(iv);
+        if (PyErr_Occurred())
+            goto done;
+        if (now - first >= interval || (long long)now != (long long)first) {
+            PyObject *r = PyObject_CallMethodNoArgs(self, a_flush);
+            if (r == NULL)
+                goto done;
+            Py_DECREF(r);
+            if (PyObject_SetAttr(self, a_first, nowv) < 0)
+                goto done;
+            Py_SETREF(pending, PyObject_GetAttr(self, a_pending)); /* flush() gave it a new dict */
+            if (pending == NULL)
+                goto done;
+        }
+    } else if (PyObject_SetAttr(self, a_first, nowv) < 0) {
+        goto done;
+    }
+    if (PyObject_SetAttr(self, a_last, nowv) < 0)
+        goto done;
+    if (!PyDict_CheckExact(pending)) {
+        PyErr_SetString(PyExc_TypeError, "DeliveryStats.pending must be a dict");
+        goto done;
+    }
+    samples = Py_XNewRef(PyDict_GetItemWithError(pending, name));
+    if (samples == NULL) {
+        if (PyErr_Occurred() || (samples = PyList_New(0)) == NULL || PyDict_SetItem(pending, name, samples) < 0)
+            goto done;
+    }
+    double x = PyFloat_AS_DOUBLE(ms);
+    v = x > 0.0 ? Py_NewRef(ms) : PyFloat_FromDouble(0.0);
+    if (v == NULL)
+        goto done;
+    if (PyList_CheckExact(samples)) {
+        if (PyList_Append(samples, v) < 0)
+            goto done;
+        out = Py_NewRef(Py_None);
+    } else {
+        PyObject *r = PyObject_CallMethod(samples, "append", "O", v);
+        if (r == NULL)
+            goto done;
+        Py_DECREF(r);
+        out = Py_NewRef(Py_None);
+    }
+done:
+    Py_XDECREF(pending);
+    Py_XDECREF(nowv);
+    Py_XDECREF(samples);
+    Py_XDECREF(v);
+    return out;
+}
+
+static PyObject *deliver_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "__call__() takes 3 positional arguments but %zd were given", nargs + 1);
+        return NULL;
+    }
+    return deliver(self, args[0], args[1]);
+}
+
+static PyMethodDef deliver_def = {"__call__", (PyCFunction)(void (*)(void))deliver_method, METH_FASTCALL,
+                                  "DeliveryStats.__call__, compiled (loadtest/run/_speedups.c)."};
+
+/* delivery_method(DeliveryStats) -> its __call__, compiled (a method descriptor, as a def in its body is) */
+static PyObject *delivery_method(PyObject *module, PyObject *cls) {
+    (void)module;
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "delivery_method(DeliveryStats)");
+        return NULL;
+    }
+    PyObject *d = PyDescr_NewMethod((PyTypeObject *)cls, &deliver_def);
+    if (d == NULL)
+        return NULL;
+    Py_XSETREF(delivery_type, (PyTypeObject *)Py_NewRef(cls));
+    Py_XSETREF(delivery_descr, Py_NewRef(d));
+    return d;
+}
+
+/* on_delivery(name, ms): deliver() straight for a DeliveryStats whose __call__ is still the compiled one */
+static PyObject *call_delivery(PyObject *od, PyObject *name, PyObject *ms) {
+    if (Py_TYPE(od) == delivery_type && PyDict_GetItemWithError(delivery_type->tp_dict, s_call) == delivery_descr)
+        return deliver(od, name, ms);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *dargs[2] = {name, ms};
+    return PyObject_Vectorcall(od, dargs, 2, NULL);
+}
 
 /* obj.name += 1 */
 static int bump(PyObject *obj, PyObject *name) {
@@ -134,8 +256,7 @@ static PyObject *dispatch_change(PyObject *module, PyObject *const *args, Py_ssi
             Py_DECREF(name);
             goto done;
         }
-        PyObject *dargs[2] = {name, ms};
-        f = PyObject_Vectorcall(od, dargs, 2, NULL);
+        f = call_delivery(od, name, ms);
         Py_DECREF(name);
         Py_DECREF(ms);
         if (f == NULL)
@@ -177,6 +298,7 @@ static PyObject *configure(PyObject *module, PyObject *args) {
 static PyMethodDef methods[] = {
     {"dispatch_change", (PyCFunction)(void (*)(void))dispatch_change, METH_FASTCALL,
      "The change branch of ListenerSession._dispatch, compiled."},
+    {"delivery_method", delivery_method, METH_O, "delivery_method(DeliveryStats): its __call__, compiled."},
     {"configure", configure, METH_VARARGS, "configure(KIND_BY_CHANGE_TYPE, SEQ_EPOCH_MS, SEQ_TIME_SHIFT)."},
     {NULL, NULL, 0, NULL},
 };
@@ -192,7 +314,9 @@ PyMODINIT_FUNC PyInit__speedups(void) {
                  {&a_old, "old"}, {&a_seq, "seq"}, {&a_received_at, "received_at"}, {&a_subs, "subs"},
                  {&a_log, "log"}, {&a_received, "received"}, {&a_epoch_received, "epoch_received"},
                  {&a_max_n, "max_n"}, {&a_last_seq, "last_seq"}, {&a_names, "names"},
-                 {&a_on_delivery, "on_delivery"}, {&a_dispatch, "_dispatch"}, {&a_record_row, "record_row"}};
+                 {&a_on_delivery, "on_delivery"}, {&a_dispatch, "_dispatch"}, {&a_record_row, "record_row"},
+                 {&a_pending, "pending"}, {&a_first, "first"}, {&a_last, "last"}, {&a_interval, "interval"},
+                 {&a_flush, "flush"}, {&a_call_python, "call_python"}, {&s_call, "__call__"}};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].name)) == NULL)
             return NULL;

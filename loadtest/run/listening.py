@@ -8,9 +8,7 @@ spawned here and lives until the run closes the session.
 from __future__ import annotations
 
 import functools
-import importlib
 import logging
-import os
 import socket
 import time
 from dataclasses import dataclass
@@ -18,24 +16,15 @@ from dataclasses import dataclass
 import gevent
 
 from checks.arrivals import ArrivalLog, SubscriptionInfo
-from checks.model import KIND_BY_CHANGE_TYPE, KIND_SNAPSHOT, SEQ_EPOCH_MS, SEQ_TIME_SHIFT, seq_commit_ms
+from checks.model import KIND_BY_CHANGE_TYPE, KIND_SNAPSHOT, seq_commit_ms
 from kalamclient import LiveConnection
 from kalamclient.errors import ConnectError, KalamError
 from kalamclient.events import (AuthError, Change, Closed, InitialDataBatch, MalformedFrame, ServerError,
                                 SubscriptionAck)
 
-log = logging.getLogger(__name__)
+from .compiled import speedups
 
-# The change branch of ListenerSession._dispatch compiled (loadtest/run/_speedups.c, built at install where a C
-# compiler is found), unless KALAMDB_LT_PURE_PYTHON=1: push mode hands it every change read in the event loop.
-_speedups = None
-if not os.environ.get("KALAMDB_LT_PURE_PYTHON"):
-    try:  # by name: the compiled module imports nothing of the package
-        _speedups = importlib.import_module(__package__ + "._speedups")
-    except ImportError:
-        pass
-    else:
-        _speedups.configure(KIND_BY_CHANGE_TYPE, SEQ_EPOCH_MS, SEQ_TIME_SHIFT)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -245,9 +234,9 @@ class ListenerSession:
         """Push mode's handler of a change: _dispatch, or where loadtest.run._speedups was built the same
         branch compiled (which hands _dispatch whatever it does not take itself). A subclass with its own
         _dispatch keeps it."""
-        if _speedups is None or type(self)._dispatch is not ListenerSession._dispatch:
+        if speedups is None or type(self)._dispatch is not ListenerSession._dispatch:
             return self._dispatch
-        return functools.partial(_speedups.dispatch_change, self)
+        return functools.partial(speedups.dispatch_change, self)
 
     def _mark_ready(self, st, t) -> None:
         if not st.ready:
