@@ -13,6 +13,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "slots.h"
+
 #include <stdint.h>
 
 static uint32_t table[256];
@@ -28,8 +30,10 @@ static void make_table(void) {
 }
 
 static PyObject *s_append, *s_writer_code, *s_record_row_python, *s_seq_key, *s_deleted_key, *s_empty;
-static PyObject *a_cols[9]; /* ArrivalLog's columns, in record()'s order */
-static PyObject *a_epochs, *a_writer_codes, *a_row_columns, *a_key_col, *a_writer_col, *a_n_col;
+static slot_t a_cols[9] = {SLOT("kind"),   SLOT("writer"),     SLOT("n"),     SLOT("seq"),  SLOT("t_recv"),
+                            SLOT("digest"), SLOT("old_digest"), SLOT("epoch"), SLOT("flags")}; /* record()'s order */
+static slot_t a_epochs = SLOT("epochs"), a_writer_codes = SLOT("_writer_codes"), a_row_columns = SLOT("_row_columns"),
+              a_key_col = SLOT("_key_col"), a_writer_col = SLOT("_writer_col"), a_n_col = SLOT("_n_col");
 static long kind_update = -1, kind_delete = -1, flag_deleted_ok, flag_malformed, flag_no_old;
 
 /* zlib's crc32(data, crc) */
@@ -205,7 +209,7 @@ static int int_of(PyObject *x, PyObject **out) {
 static int append(PyObject *self, int col, PyObject *v) {
     if (v == NULL)
         return -1;
-    PyObject *arr = PyObject_GetAttr(self, a_cols[col]);
+    PyObject *arr = slot_get(self, &a_cols[col]);
     if (arr == NULL) {
         Py_DECREF(v);
         return -1;
@@ -237,14 +241,14 @@ static PyObject *record_row(PyObject *self, PyObject *const *args, Py_ssize_t na
     PyObject *src = kind == kind_delete ? old : row;
     if (!PyDict_CheckExact(src))
         goto python;
-    epochs = PyObject_GetAttr(self, a_epochs);
+    epochs = slot_get(self, &a_epochs);
     if (epochs == NULL)
         goto fail;
     if (!PyList_CheckExact(epochs) || PyList_GET_SIZE(epochs) == 0)
         goto python;
-    PyObject *names[4] = {a_writer_col, a_n_col, a_row_columns, a_writer_codes};
+    slot_t *names[4] = {&a_writer_col, &a_n_col, &a_row_columns, &a_writer_codes};
     for (int i = 0; i < 4; i++)
-        if ((attrs[i] = PyObject_GetAttr(self, names[i])) == NULL)
+        if ((attrs[i] = slot_get(self, names[i])) == NULL)
             goto fail;
     int malformed = 0, r;
     PyObject *writer = PyDict_GetItemWithError(src, attrs[0]);
@@ -291,7 +295,7 @@ static PyObject *record_row(PyObject *self, PyObject *const *args, Py_ssize_t na
         if (truth < 0)
             goto fail_w;
         if (truth) {
-            PyObject *key = PyObject_GetAttr(self, a_key_col);
+            PyObject *key = slot_get(self, &a_key_col);
             if (key == NULL)
                 goto fail_w;
             old_v = old_digest_of(old, key);
@@ -396,22 +400,12 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     default_key = PyUnicode_InternFromString("id");
     if (empty_spec == NULL || default_key == NULL)
         return NULL;
-    static const char *cols[9] = {"kind", "writer", "n", "seq", "t_recv", "digest", "old_digest", "epoch", "flags"};
-    for (int i = 0; i < 9; i++)
-        if ((a_cols[i] = PyUnicode_InternFromString(cols[i])) == NULL)
-            return NULL;
     if ((s_append = PyUnicode_InternFromString("append")) == NULL ||
         (s_writer_code = PyUnicode_InternFromString("writer_code")) == NULL ||
         (s_record_row_python = PyUnicode_InternFromString("record_row_python")) == NULL ||
         (s_seq_key = PyUnicode_InternFromString("_seq")) == NULL ||
         (s_deleted_key = PyUnicode_InternFromString("_deleted")) == NULL ||
-        (s_empty = PyUnicode_InternFromString("")) == NULL ||
-        (a_epochs = PyUnicode_InternFromString("epochs")) == NULL ||
-        (a_writer_codes = PyUnicode_InternFromString("_writer_codes")) == NULL ||
-        (a_row_columns = PyUnicode_InternFromString("_row_columns")) == NULL ||
-        (a_key_col = PyUnicode_InternFromString("_key_col")) == NULL ||
-        (a_writer_col = PyUnicode_InternFromString("_writer_col")) == NULL ||
-        (a_n_col = PyUnicode_InternFromString("_n_col")) == NULL)
+        (s_empty = PyUnicode_InternFromString("")) == NULL)
         return NULL;
     return PyModule_Create(&module);
 }

@@ -22,12 +22,19 @@
 #include <math.h>
 #include <time.h>
 
-static PyObject *a_subscription_id, *a_change_type, *a_row, *a_old, *a_seq, *a_received_at, *a_subs, *a_log,
-    *a_received, *a_epoch_received, *a_max_n, *a_last_seq, *a_names, *a_on_delivery, *a_dispatch, *a_record_row;
+#include "slots.h"
+
+static slot_t a_subscription_id = SLOT("subscription_id"), a_change_type = SLOT("change_type"), a_row = SLOT("row"),
+              a_old = SLOT("old"), a_seq = SLOT("seq"), a_received_at = SLOT("received_at"), a_subs = SLOT("subs"),
+              a_log = SLOT("log"), a_received = SLOT("received"), a_epoch_received = SLOT("epoch_received"),
+              a_max_n = SLOT("max_n"), a_last_seq = SLOT("last_seq"), a_names = SLOT("names"),
+              a_on_delivery = SLOT("on_delivery"), a_pending = SLOT("pending"), a_first = SLOT("first"),
+              a_last = SLOT("last"), a_interval = SLOT("interval");
+static PyObject *a_dispatch, *a_record_row;
 static PyObject *kinds;               /* checks.model.KIND_BY_CHANGE_TYPE */
 static long long epoch_ms = -1, shift; /* checks.model.SEQ_EPOCH_MS, SEQ_TIME_SHIFT */
 static PyObject *one;
-static PyObject *a_pending, *a_first, *a_last, *a_interval, *a_flush, *a_call_python, *s_call;
+static PyObject *a_flush, *a_call_python, *s_call;
 static PyTypeObject *delivery_type; /* DeliveryStats */
 static PyObject *delivery_descr;    /* its compiled __call__ */
 
@@ -43,7 +50,7 @@ static PyObject *deliver(PyObject *self, PyObject *name, PyObject *ms) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts); /* time.time()'s clock */
     double now = (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-    PyObject *pending = PyObject_GetAttr(self, a_pending), *nowv = NULL, *samples = NULL, *v = NULL;
+    PyObject *pending = slot_get(self, &a_pending), *nowv = NULL, *samples = NULL, *v = NULL;
     PyObject *out = NULL;
     if (pending == NULL)
         return NULL;
@@ -53,7 +60,7 @@ static PyObject *deliver(PyObject *self, PyObject *name, PyObject *ms) {
     if ((nowv = PyFloat_FromDouble(now)) == NULL)
         goto done;
     if (busy) {
-        PyObject *fv = PyObject_GetAttr(self, a_first), *iv = fv ? PyObject_GetAttr(self, a_interval) : NULL;
+        PyObject *fv = slot_get(self, &a_first), *iv = fv ? slot_get(self, &a_interval) : NULL;
         double first = fv ? PyFloat_AsDouble(fv) : -1.0, interval = iv ? PyFloat_AsDouble(iv) : -1.0;
         Py_XDECREF(fv);
         Py_XDECREF(iv);
@@ -64,16 +71,16 @@ static PyObject *deliver(PyObject *self, PyObject *name, PyObject *ms) {
             if (r == NULL)
                 goto done;
             Py_DECREF(r);
-            if (PyObject_SetAttr(self, a_first, nowv) < 0)
+            if (slot_set(self, &a_first, nowv) < 0)
                 goto done;
-            Py_SETREF(pending, PyObject_GetAttr(self, a_pending)); /* flush() gave it a new dict */
+            Py_SETREF(pending, slot_get(self, &a_pending)); /* flush() gave it a new dict */
             if (pending == NULL)
                 goto done;
         }
-    } else if (PyObject_SetAttr(self, a_first, nowv) < 0) {
+    } else if (slot_set(self, &a_first, nowv) < 0) {
         goto done;
     }
-    if (PyObject_SetAttr(self, a_last, nowv) < 0)
+    if (slot_set(self, &a_last, nowv) < 0)
         goto done;
     if (!PyDict_CheckExact(pending)) {
         PyErr_SetString(PyExc_TypeError, "DeliveryStats.pending must be a dict");
@@ -144,15 +151,15 @@ static PyObject *call_delivery(PyObject *od, PyObject *name, PyObject *ms) {
 }
 
 /* obj.name += 1 */
-static int bump(PyObject *obj, PyObject *name) {
-    PyObject *v = PyObject_GetAttr(obj, name);
+static int bump(PyObject *obj, slot_t *name) {
+    PyObject *v = slot_get(obj, name);
     if (v == NULL)
         return -1;
     PyObject *w = PyNumber_InPlaceAdd(v, one);
     Py_DECREF(v);
     if (w == NULL)
         return -1;
-    int r = PyObject_SetAttr(obj, name, w);
+    int r = slot_set(obj, name, w);
     Py_DECREF(w);
     return r;
 }
@@ -175,7 +182,7 @@ static PyObject *dispatch_change(PyObject *module, PyObject *const *args, Py_ssi
     PyObject *subs = NULL, *sid = NULL, *ct = NULL, *seq = NULL, *st = NULL, *log = NULL, *res = NULL,
              *f = NULL, *out = NULL;
     PyObject *row = NULL, *old = NULL, *t = NULL, *max_n = NULL, *last = NULL, *od = NULL, *names = NULL;
-    if ((subs = PyObject_GetAttr(session, a_subs)) == NULL || (sid = PyObject_GetAttr(ev, a_subscription_id)) == NULL)
+    if ((subs = slot_get(session, &a_subs)) == NULL || (sid = slot_get(ev, &a_subscription_id)) == NULL)
         goto done;
     if (!PyDict_CheckExact(subs)) {
         out = python(session, ev);
@@ -187,7 +194,7 @@ static PyObject *dispatch_change(PyObject *module, PyObject *const *args, Py_ssi
             out = Py_NewRef(Py_True);
         goto done;
     }
-    if ((ct = PyObject_GetAttr(ev, a_change_type)) == NULL || (seq = PyObject_GetAttr(ev, a_seq)) == NULL)
+    if ((ct = slot_get(ev, &a_change_type)) == NULL || (seq = slot_get(ev, &a_seq)) == NULL)
         goto done;
     PyObject *kind = PyDict_GetItemWithError(kinds, ct); /* borrowed: kinds holds it */
     if (kind == NULL || seq == Py_None || !PyLong_CheckExact(seq)) {
@@ -195,8 +202,8 @@ static PyObject *dispatch_change(PyObject *module, PyObject *const *args, Py_ssi
             out = python(session, ev);
         goto done;
     }
-    if ((row = PyObject_GetAttr(ev, a_row)) == NULL || (old = PyObject_GetAttr(ev, a_old)) == NULL ||
-        (t = PyObject_GetAttr(ev, a_received_at)) == NULL || (log = PyObject_GetAttr(st, a_log)) == NULL)
+    if ((row = slot_get(ev, &a_row)) == NULL || (old = slot_get(ev, &a_old)) == NULL ||
+        (t = slot_get(ev, &a_received_at)) == NULL || (log = slot_get(st, &a_log)) == NULL)
         goto done;
     PyObject *call[6] = {log, kind, row, old, seq, t};
     res = PyObject_VectorcallMethod(a_record_row, call, 6 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
@@ -206,14 +213,14 @@ static PyObject *dispatch_change(PyObject *module, PyObject *const *args, Py_ssi
         PyErr_SetString(PyExc_TypeError, "record_row() must return (writer, n)");
         goto done;
     }
-    if (bump(st, a_received) < 0 || bump(st, a_epoch_received) < 0)
+    if (bump(st, &a_received) < 0 || bump(st, &a_epoch_received) < 0)
         goto done;
     PyObject *w = PyTuple_GET_ITEM(res, 0), *n = PyTuple_GET_ITEM(res, 1);
     int truth = PyObject_IsTrue(w);
     if (truth < 0)
         goto done;
     if (truth) { /* if w and n > st.max_n.get(w, 0): st.max_n[w] = n */
-        if ((max_n = PyObject_GetAttr(st, a_max_n)) == NULL)
+        if ((max_n = slot_get(st, &a_max_n)) == NULL)
             goto done;
         PyObject *have = PyDict_CheckExact(max_n) ? PyDict_GetItemWithError(max_n, w) : NULL;
         if (!PyDict_CheckExact(max_n)) {
@@ -232,12 +239,12 @@ static PyObject *dispatch_change(PyObject *module, PyObject *const *args, Py_ssi
         if (gt < 0 || (gt && PyDict_SetItem(max_n, w, n) < 0))
             goto done;
     }
-    if ((last = PyObject_GetAttr(st, a_last_seq)) == NULL)
+    if ((last = slot_get(st, &a_last_seq)) == NULL)
         goto done;
     int newer = last == Py_None ? 1 : PyObject_RichCompareBool(seq, last, Py_GT);
-    if (newer < 0 || (newer && PyObject_SetAttr(st, a_last_seq, seq) < 0))
+    if (newer < 0 || (newer && slot_set(st, &a_last_seq, seq) < 0))
         goto done;
-    if ((od = PyObject_GetAttr(session, a_on_delivery)) == NULL)
+    if ((od = slot_get(session, &a_on_delivery)) == NULL)
         goto done;
     if (od != Py_None) {
         /* ev.received_at * 1000.0 - seq_commit_ms(seq): the int is exact as a double below 2**53, as in the
@@ -246,7 +253,7 @@ static PyObject *dispatch_change(PyObject *module, PyObject *const *args, Py_ssi
         double tt = PyFloat_AsDouble(t);
         if (PyErr_Occurred())
             goto done;
-        if ((names = PyObject_GetAttr(st, a_names)) == NULL)
+        if ((names = slot_get(st, &a_names)) == NULL)
             goto done;
         PyObject *name = PyObject_GetItem(names, ct);
         if (name == NULL)
@@ -310,13 +317,8 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     struct {
         PyObject **slot;
         const char *name;
-    } names[] = {{&a_subscription_id, "subscription_id"}, {&a_change_type, "change_type"}, {&a_row, "row"},
-                 {&a_old, "old"}, {&a_seq, "seq"}, {&a_received_at, "received_at"}, {&a_subs, "subs"},
-                 {&a_log, "log"}, {&a_received, "received"}, {&a_epoch_received, "epoch_received"},
-                 {&a_max_n, "max_n"}, {&a_last_seq, "last_seq"}, {&a_names, "names"},
-                 {&a_on_delivery, "on_delivery"}, {&a_dispatch, "_dispatch"}, {&a_record_row, "record_row"},
-                 {&a_pending, "pending"}, {&a_first, "first"}, {&a_last, "last"}, {&a_interval, "interval"},
-                 {&a_flush, "flush"}, {&a_call_python, "call_python"}, {&s_call, "__call__"}};
+    } names[] = {{&a_dispatch, "_dispatch"}, {&a_record_row, "record_row"}, {&a_flush, "flush"},
+                 {&a_call_python, "call_python"}, {&s_call, "__call__"}};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].name)) == NULL)
             return NULL;
