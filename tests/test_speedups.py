@@ -257,3 +257,41 @@ def test_dispatch_change_compiled_does_what_the_python_does():
 
     own = Own(None, compiled.account, [st.spec for st in compiled.subs.values()], batch_size=0)
     assert own._change_handler() == own._dispatch
+
+
+def test_the_compiled_branch_reads_and_writes_through_a_class_changed_under_it():
+    """csrc/slots.h reads a slot in place only while the object's class is the one it saw, unchanged: a
+    subclass whose last_seq is a property, and that class changed mid-run, are honoured as Python honours them."""
+    from kalamclient.events import Change
+    from loadtest.run import listening
+    if listening.speedups is None:
+        pytest.skip("loadtest.run._speedups was not built")
+    base = listening.SubscriptionState.last_seq
+    watched = []
+    for (session, _), who in zip(_sessions(), ("compiled", "python")):
+        def setter(st, v, who=who):
+            watched.append((who, v))
+            base.__set__(st, v)
+
+        cls = type("Watched", (listening.SubscriptionState,),
+                   {"__slots__": (), "last_seq": property(base.__get__, setter)})
+        for st in session.subs.values():
+            st.__class__ = cls
+        watched.append((who, session, cls))
+    (_, compiled, c_cls), (_, python, p_cls) = watched[0], watched[1]
+    del watched[:]
+    rng = random.Random(20261210)
+    for i in range(400):
+        if i == 200:   # the class changes: received becomes a property too (the cached slot must not be used)
+            for cls in (c_cls, p_cls):
+                cls.received = property(lambda st: -1, lambda st, v: None)
+        ev = Change("events", rng.choice(["insert", "update"]), {"id": "w1:1", "writer": "w1", "n": str(i),
+                    "body": "x"}, None, (i + 1) << 22, 1_750_000_000.0 + i)
+        listening.speedups.dispatch_change(compiled, ev)
+        python._dispatch(ev)
+    assert [v for who, v in watched if who == "compiled"] == [v for who, v in watched if who == "python"]
+    assert len(watched) > 100
+    assert _state(compiled, []) == _state(python, [])
+    assert compiled.subs["events"].received == -1 and compiled.subs["events"].epoch_received == 400
+    slot = listening.SubscriptionState.received   # the slot under the property: written only before the change
+    assert slot.__get__(compiled.subs["events"]) == slot.__get__(python.subs["events"]) == 200
