@@ -34,6 +34,8 @@ static slot_t a_cols[9] = {SLOT("kind"),   SLOT("writer"),     SLOT("n"),     SL
                             SLOT("digest"), SLOT("old_digest"), SLOT("epoch"), SLOT("flags")}; /* record()'s order */
 static slot_t a_epochs = SLOT("epochs"), a_writer_codes = SLOT("_writer_codes"), a_row_columns = SLOT("_row_columns"),
               a_key_col = SLOT("_key_col"), a_writer_col = SLOT("_writer_col"), a_n_col = SLOT("_n_col");
+static PyTypeObject *array_type; /* array.array */
+static PyObject *array_append;    /* array.array.append */
 static long kind_update = -1, kind_delete = -1, flag_deleted_ok, flag_malformed, flag_no_old;
 
 /* zlib's crc32(data, crc) */
@@ -214,7 +216,13 @@ static int append(PyObject *self, int col, PyObject *v) {
         Py_DECREF(v);
         return -1;
     }
-    PyObject *r = PyObject_CallMethodOneArg(arr, s_append, v);
+    PyObject *r;
+    if (Py_TYPE(arr) == array_type) { /* array.array.append itself: no method lookup per call */
+        PyObject *call[2] = {arr, v};
+        r = PyObject_Vectorcall(array_append, call, 2, NULL);
+    } else {
+        r = PyObject_CallMethodOneArg(arr, s_append, v);
+    }
     Py_DECREF(arr);
     Py_DECREF(v);
     if (r == NULL)
@@ -406,6 +414,13 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         (s_seq_key = PyUnicode_InternFromString("_seq")) == NULL ||
         (s_deleted_key = PyUnicode_InternFromString("_deleted")) == NULL ||
         (s_empty = PyUnicode_InternFromString("")) == NULL)
+        return NULL;
+    PyObject *array_module = PyImport_ImportModule("array");
+    if (array_module == NULL)
+        return NULL;
+    array_type = (PyTypeObject *)PyObject_GetAttrString(array_module, "array");
+    Py_DECREF(array_module);
+    if (array_type == NULL || (array_append = PyObject_GetAttr((PyObject *)array_type, s_append)) == NULL)
         return NULL;
     return PyModule_Create(&module);
 }

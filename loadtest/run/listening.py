@@ -65,7 +65,9 @@ class ListenerSession:
         self.account = account
         self.batch_size = batch_size
         self.on_delivery = on_delivery  # callable(name, latency_ms) → Locust statistics
-        # a batching on_delivery (users.listener.DeliveryStats) has flush(): called when nothing is waiting
+        # a batching on_delivery (loadtest.run.locuststats.DeliveryStats) has idle(), called when the reader
+        # found nothing waiting, and flush(), at the end
+        self._idle_deliveries = getattr(on_delivery, "idle", None)
         self._flush_deliveries = getattr(on_delivery, "flush", None)
         self.max_resume_attempts = max_resume_attempts
         self.subs: dict[str, SubscriptionState] = {}
@@ -264,7 +266,7 @@ class ListenerSession:
             gevent.sleep(min(0.05, until - time.time()))
 
     def _read_loop(self) -> None:
-        flush = self._flush_deliveries
+        idle = self._idle_deliveries
         slow = self.slow is not None
         pushing = None
         while not self.closing:
@@ -277,8 +279,8 @@ class ListenerSession:
                 pushing.push_changes(self._change_handler())
             ev = self.conn.recv(timeout=0.25)
             if ev is None:
-                if flush is not None:
-                    flush()
+                if idle is not None:
+                    idle()
                 continue
             if self._dispatch(ev):
                 continue

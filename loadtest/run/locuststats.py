@@ -24,7 +24,10 @@ class DeliveryStats:
     profile of bench/harness_bench.py: about a fifth of the receiving process's CPU, at 15,000
     deliveries/s). So samples are kept per name and written into ``environment.stats`` (the entry
     of (name, "WS") and the total) in one go when the wall-clock second changes, after
-    ``interval`` s, or when the reader finds nothing waiting (``flush()``). Every delivery is still
+    ``interval`` s, when no delivery came for a moment (``idle()``, from the reader) or at the end
+    (``flush()``). Each flush has a fixed cost (a profile of bench/peers_bench.py: a tenth of the
+    receiving process's CPU when ten sessions flushed ten times a second), so batches are a second
+    long while deliveries flow: Locust's table refreshes every 2 s. Every delivery is still
     one request with its own response time: counts, min/max/average, the response-time buckets
     (Locust's ``bucket_response_time``) and requests per second come out as with one event per
     delivery. Listeners of ``events.request`` do not see deliveries (the load test has none for them).
@@ -32,7 +35,7 @@ class DeliveryStats:
 
     __slots__ = ("environment", "interval", "pending", "first", "last")
 
-    def __init__(self, environment, interval: float = 0.1):
+    def __init__(self, environment, interval: float = 1.0):
         self.environment = environment
         self.interval = interval
         self.pending: dict = {}   # name -> [latency_ms, ...]
@@ -57,6 +60,12 @@ class DeliveryStats:
     # __call__ is compiled where loadtest.run._speedups was built (below); this stays the reference (and the
     # compiled one's way for a latency that is not a float)
     call_python = __call__
+
+    def idle(self, quiet: float = 0.2) -> None:
+        """flush() when the newest pending delivery is ``quiet`` s old: the stream paused, and the table must
+        not wait for the next delivery."""
+        if self.pending and time.time() - self.last >= quiet:
+            self.flush()
 
     def flush(self) -> None:
         if not self.pending:
