@@ -349,16 +349,13 @@ python:
     Py_XDECREF(epochs);
     for (int i = 0; i < 4; i++)
         Py_XDECREF(attrs[i]);
-    {
-        PyObject *call[6] = {self};
-        for (Py_ssize_t i = 0; i < nargs && i < 5; i++)
-            call[i + 1] = args[i];
-        if (nargs > 5) {
-            PyErr_Format(PyExc_TypeError, "record_row() takes from 2 to 6 positional arguments but %zd were given",
-                         nargs + 1);
+    { /* the bound reference, with the arguments as given: its own defaults and errors */
+        PyObject *reference = PyObject_GetAttr(self, s_record_row_python);
+        if (reference == NULL)
             return NULL;
-        }
-        return PyObject_VectorcallMethod(s_record_row_python, call, (size_t)(nargs + 1), NULL);
+        PyObject *r = PyObject_Vectorcall(reference, args, (size_t)nargs, NULL);
+        Py_DECREF(reference);
+        return r;
     }
 fail_w:
     Py_DECREF(writer);

@@ -222,20 +222,15 @@ static PyObject *dispatch_change(PyObject *module, PyObject *const *args, Py_ssi
     if (truth) { /* if w and n > st.max_n.get(w, 0): st.max_n[w] = n */
         if ((max_n = slot_get(st, &a_max_n)) == NULL)
             goto done;
-        PyObject *have = PyDict_CheckExact(max_n) ? PyDict_GetItemWithError(max_n, w) : NULL;
         if (!PyDict_CheckExact(max_n)) {
             PyErr_SetString(PyExc_TypeError, "SubscriptionState.max_n must be a dict");
             goto done;
         }
-        if (have == NULL && PyErr_Occurred())
+        PyObject *have = Py_XNewRef(PyDict_GetItemWithError(max_n, w)); /* held while n.__gt__ runs */
+        if (have == NULL && (PyErr_Occurred() || (have = PyLong_FromLong(0)) == NULL))
             goto done;
-        PyObject *zero = NULL;
-        if (have == NULL && (have = zero = PyLong_FromLong(0)) == NULL)
-            goto done;
-        Py_INCREF(have);
         int gt = PyObject_RichCompareBool(n, have, Py_GT);
         Py_DECREF(have);
-        Py_XDECREF(zero);
         if (gt < 0 || (gt && PyDict_SetItem(max_n, w, n) < 0))
             goto done;
     }

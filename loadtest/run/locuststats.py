@@ -84,8 +84,8 @@ class DeliveryStats:
 
 
 if speedups is not None:
-    # the same samples in the same batches (tests/test_speedups.py), without a Python frame per delivery;
-    # ListenerSession's compiled change branch calls it without going through the type's call slot
+    # the same samples in the same batches (tests/test_run_inprocess.py runs both), without a Python frame per
+    # delivery; ListenerSession's compiled change branch calls it without going through the type's call slot
     DeliveryStats.__call__ = speedups.delivery_method(DeliveryStats)
 
 
