@@ -7,7 +7,8 @@ same steps run in Python (KALAMDB_LT_PURE_PYTHON=1 chooses the Python where they
 """
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("kalamclient._speedups", ["kalamclient/_speedups.c"], optional=True),
+setup(ext_modules=[Extension("kalamclient._speedups", ["kalamclient/_speedups.c"], include_dirs=["csrc"],
+                             depends=["csrc/slots.h"], optional=True),
                    Extension("loadtest.run._speedups", ["loadtest/run/_speedups.c"], include_dirs=["csrc"],
                              depends=["csrc/slots.h"], optional=True),
                    Extension("checks._speedups", ["checks/_speedups.c"], include_dirs=["csrc"],

@@ -1,9 +1,15 @@
 /* kalamclient._speedups: push mode's read of one socket, compiled (optional: kalamclient/ws.py runs the same
  * steps in Python where this did not build, and tests run both).
  *
- * pump(conn, fd, handler, change_cls, stamps, shift, now) -> (changes, status)
+ * on_readable(conn): LiveConnection._on_readable, compiled; the read watcher calls it straight (no Python frame
+ * per wake-up). While events wait in conn._pushed or conn._push_out is set, conn._on_readable() (the Python)
+ * runs instead. Else one read (below) with conn._push as handler, conn._kernel_stamps, ws.kernel_stamp_shift_s
+ * and time.time (looked up at each call: a test hook may replace them); then what _on_readable does with its
+ * status: the harness's lag noted (conn.lag_sum, conn.lag_max as _note_lag), conn._push_buffered() for a frame
+ * only ws.py handles, conn._fall_back(None) at the end, conn._fall_back(exc) for an OSError.
+ * configure(change_cls, ws_globals, time_module) is called once by kalamclient.ws.
  *
- * One non-blocking recvmsg() of up to 64 KiB, stamped as LiveConnection._take stamps it (the kernel's
+ * The read: one non-blocking recvmsg() of up to 64 KiB, stamped as LiveConnection._take stamps it (the kernel's
  * SO_TIMESTAMPNS + shift, else now()), appended to conn._rbuf[conn._rpos:]; then every whole, unmasked,
  * unfragmented text frame at the front of the buffer whose JSON is a change of the usual shape is made
  * into a change_cls with the slots subscription_id, change_type, row, old, seq and received_at set as
@@ -29,19 +35,26 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "slots.h"
+
 #ifndef SCM_TIMESTAMPNS
 #define SCM_TIMESTAMPNS 35 /* Linux asm-generic, as kalamclient.ws's _SO_TIMESTAMPNS */
 #endif
 
 #define CHUNK (64 * 1024) /* kalamclient.ws._RECV_CHUNK */
-#define INTERFACE 1       /* kalamclient.ws checks it: a binary built from another version is not used */
+#define INTERFACE 2       /* kalamclient.ws checks it: a binary built from another version is not used */
 
 static char chunk[CHUNK];
 static PyObject *orjson_loads;
 static PyObject *k_type, *k_change, *k_change_type, *k_subscription_id, *k_rows, *k_old_values, *k_seq,
     *k_insert, *k_update, *k_delete;
 static PyObject *a_rbuf, *a_rpos, *a_read_at, *a_bytes_in, *a_frames, *a_last_opcode;
-static PyObject *change_slots[6]; /* Change(subscription_id, change_type, row, old, seq, received_at) */
+/* Change(subscription_id, change_type, row, old, seq, received_at) */
+static slot_t change_slots[6] = {SLOT("subscription_id"), SLOT("change_type"), SLOT("row"),
+                                 SLOT("old"),             SLOT("seq"),         SLOT("received_at")};
+static PyObject *a_pushed, *a_push_out, *a_push, *a_push_fd, *a_kernel_stamps, *a_lag_sum, *a_lag_max,
+    *a_fall_back, *a_push_buffered, *a_on_readable, *k_shift, *k_time;
+static PyObject *cfg_change, *cfg_globals, *cfg_time; /* configure()'s */
 
 /* d[key] for an exact dict, borrowed; NULL (no error) when absent */
 static PyObject *get(PyObject *d, PyObject *key) {
@@ -118,9 +131,8 @@ static PyObject *change_of(PyObject *msg, PyObject *cls, double ts) {
     PyTypeObject *type = (PyTypeObject *)cls;
     PyObject *ev = type->tp_alloc(type, 0);
     PyObject *vals[6] = {sid, ct, row, old, seq, at};
-    PyObject **names = change_slots;
     for (int i = 0; ev != NULL && i < 6; i++) {
-        if (PyObject_SetAttr(ev, names[i], vals[i]) < 0)
+        if (slot_set(ev, &change_slots[i], vals[i]) < 0)
             Py_CLEAR(ev);
     }
     Py_DECREF(seq);
@@ -146,23 +158,10 @@ static int add_to(PyObject *conn, PyObject *name, Py_ssize_t by) {
     return r;
 }
 
-static PyObject *pump(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    (void)module;
-    if (nargs != 7) {
-        PyErr_SetString(PyExc_TypeError, "pump(conn, fd, handler, change_cls, stamps, shift, now)");
-        return NULL;
-    }
-    PyObject *conn = args[0], *handler = args[2], *cls = args[3], *now = args[6];
-    int fd = (int)PyLong_AsLong(args[1]);
-    int stamps = PyObject_IsTrue(args[4]);
-    double shift = PyFloat_AsDouble(args[5]);
-    if (PyErr_Occurred())
-        return NULL;
-    if (!PyType_Check(cls)) {
-        PyErr_SetString(PyExc_TypeError, "pump: change_cls must be a class");
-        return NULL;
-    }
-
+/* One read and the changes of it handed out: the status (0-3, as above), or -1 with an exception set.
+ * *changes and *at (the read's stamp) are set from status 0 on. */
+static int read_once(PyObject *conn, int fd, PyObject *handler, PyObject *cls, int stamps, double shift,
+                     PyObject *now, Py_ssize_t *changes_out, double *at_out) {
     struct iovec iov = {chunk, CHUNK};
     union {
         char buf[CMSG_SPACE(sizeof(struct timespec))];
@@ -182,11 +181,12 @@ static PyObject *pump(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     } while (got < 0 && errno == EINTR);
     if (got < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK)
-            return Py_BuildValue("(ii)", 0, 2);
-        return PyErr_SetFromErrno(PyExc_OSError);
+            return 2;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
     }
     if (got == 0)
-        return Py_BuildValue("(ii)", 0, 3);
+        return 3;
 
     double ts = 0.0;
     int stamped = 0;
@@ -202,17 +202,17 @@ static PyObject *pump(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (!stamped) {
         PyObject *t = PyObject_CallNoArgs(now);
         if (t == NULL)
-            return NULL;
+            return -1;
         ts = PyFloat_AsDouble(t);
         Py_DECREF(t);
         if (ts == -1.0 && PyErr_Occurred())
-            return NULL;
+            return -1;
     }
 
     /* what was left of the buffer, then this read */
     PyObject *old = PyObject_GetAttr(conn, a_rbuf);
     if (old == NULL)
-        return NULL;
+        return -1;
     PyObject *pos_o = PyObject_GetAttr(conn, a_rpos);
     Py_ssize_t pos = pos_o ? PyLong_AsSsize_t(pos_o) : -1;
     Py_XDECREF(pos_o);
@@ -220,7 +220,7 @@ static PyObject *pump(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(old);
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "conn._rbuf must be bytes and conn._rpos an int >= 0");
-        return NULL;
+        return -1;
     }
     Py_ssize_t rest = PyBytes_GET_SIZE(old) - pos;
     PyObject *joined = NULL;
@@ -230,7 +230,7 @@ static PyObject *pump(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         joined = PyBytes_FromStringAndSize(NULL, rest + got);
         if (joined == NULL) {
             Py_DECREF(old);
-            return NULL;
+            return -1;
         }
         memcpy(PyBytes_AS_STRING(joined), PyBytes_AS_STRING(old) + pos, rest);
         memcpy(PyBytes_AS_STRING(joined) + rest, chunk, got);
@@ -332,15 +332,136 @@ static PyObject *pump(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (bad)
             PyErr_Clear();
         PyErr_Restore(et, evalue, etb);
-        return NULL;
+        return -1;
     }
     if (bad)
+        return -1;
+    *changes_out = changes;
+    *at_out = ts;
+    return status;
+}
+
+/* conn.method(arg) (no argument for NULL), its result dropped: 0 or -1 */
+static int call_conn(PyObject *conn, PyObject *method, PyObject *arg) {
+    PyObject *r = arg ? PyObject_CallMethodOneArg(conn, method, arg) : PyObject_CallMethodNoArgs(conn, method);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
+/* LiveConnection._note_lag(lag, events) */
+static int note_lag(PyObject *conn, double lag, Py_ssize_t events) {
+    PyObject *sum = PyObject_GetAttr(conn, a_lag_sum);
+    double s = sum ? PyFloat_AsDouble(sum) : -1.0;
+    Py_XDECREF(sum);
+    if (s == -1.0 && PyErr_Occurred())
+        return -1;
+    PyObject *v = PyFloat_FromDouble(s + lag * (double)events);
+    int r = v ? PyObject_SetAttr(conn, a_lag_sum, v) : -1;
+    Py_XDECREF(v);
+    if (r < 0)
+        return -1;
+    PyObject *mx = PyObject_GetAttr(conn, a_lag_max);
+    double m = mx ? PyFloat_AsDouble(mx) : -1.0;
+    Py_XDECREF(mx);
+    if (m == -1.0 && PyErr_Occurred())
+        return -1;
+    if (lag > m) {
+        v = PyFloat_FromDouble(lag);
+        r = v ? PyObject_SetAttr(conn, a_lag_max, v) : -1;
+        Py_XDECREF(v);
+    }
+    return r;
+}
+
+/* conn.<name> is true: 1, 0, or -1 */
+static int conn_true(PyObject *conn, PyObject *name) {
+    PyObject *v = PyObject_GetAttr(conn, name);
+    int r = v ? PyObject_IsTrue(v) : -1;
+    Py_XDECREF(v);
+    return r;
+}
+
+static PyObject *on_readable(PyObject *module, PyObject *conn) {
+    (void)module;
+    if (cfg_change == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "kalamclient._speedups.configure() was not called");
         return NULL;
-    return Py_BuildValue("(ni)", changes, status);
+    }
+    int busy = conn_true(conn, a_pushed);
+    if (busy == 0)
+        busy = conn_true(conn, a_push_out);
+    if (busy < 0)
+        return NULL;
+    if (busy) /* events wait for recv(): the changes behind them too (their order), in the Python */
+        return PyObject_CallMethodNoArgs(conn, a_on_readable);
+    PyObject *fdo = PyObject_GetAttr(conn, a_push_fd), *handler = NULL, *now = NULL;
+    int fd = fdo ? (int)PyLong_AsLong(fdo) : -1;
+    Py_XDECREF(fdo);
+    if (PyErr_Occurred())
+        return NULL;
+    int stamps = conn_true(conn, a_kernel_stamps);
+    PyObject *sh = stamps < 0 ? NULL : PyDict_GetItemWithError(cfg_globals, k_shift); /* borrowed */
+    double shift = sh ? PyFloat_AsDouble(sh) : -1.0;
+    if (sh == NULL && !PyErr_Occurred())
+        PyErr_SetString(PyExc_RuntimeError, "kalamclient.ws has no kernel_stamp_shift_s");
+    if (PyErr_Occurred())
+        return NULL;
+    if ((handler = PyObject_GetAttr(conn, a_push)) == NULL || (now = PyObject_GetAttr(cfg_time, k_time)) == NULL) {
+        Py_XDECREF(handler);
+        return NULL;
+    }
+    Py_ssize_t changes = 0;
+    double at = 0.0;
+    int status = read_once(conn, fd, handler, cfg_change, stamps, shift, now, &changes, &at);
+    int r = 0;
+    if (status < 0) {
+        if (PyErr_ExceptionMatches(PyExc_OSError)) { /* as the Python's `except OSError` round its read */
+            PyObject *et, *ev, *etb;
+            PyErr_Fetch(&et, &ev, &etb);
+            PyErr_NormalizeException(&et, &ev, &etb);
+            if (etb != NULL && ev != NULL)
+                PyException_SetTraceback(ev, etb);
+            r = call_conn(conn, a_fall_back, ev ? ev : Py_None);
+            Py_XDECREF(et);
+            Py_XDECREF(ev);
+            Py_XDECREF(etb);
+        } else {
+            r = -1;
+        }
+    } else if (status == 3) {
+        r = call_conn(conn, a_fall_back, Py_None);
+    } else if (status != 2) {
+        if (changes) {
+            PyObject *t = PyObject_CallNoArgs(now);
+            double tn = t ? PyFloat_AsDouble(t) : -1.0;
+            Py_XDECREF(t);
+            r = (tn == -1.0 && PyErr_Occurred()) ? -1 : note_lag(conn, tn - at, changes);
+        }
+        if (r == 0 && status == 1) /* a frame that is not a plain change: the Python path takes it from here */
+            r = call_conn(conn, a_push_buffered, NULL);
+    }
+    Py_DECREF(handler);
+    Py_DECREF(now);
+    if (r < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* configure(change_cls, ws_globals, time_module) */
+static PyObject *configure(PyObject *module, PyObject *args) {
+    (void)module;
+    PyObject *cls, *g, *t;
+    if (!PyArg_ParseTuple(args, "O!O!O", &PyType_Type, &cls, &PyDict_Type, &g, &t))
+        return NULL;
+    Py_XSETREF(cfg_change, Py_NewRef(cls));
+    Py_XSETREF(cfg_globals, Py_NewRef(g));
+    Py_XSETREF(cfg_time, Py_NewRef(t));
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
-    {"pump", (PyCFunction)(void (*)(void))pump, METH_FASTCALL, "One read of a pushing LiveConnection's socket."},
+    {"on_readable", on_readable, METH_O, "LiveConnection._on_readable, compiled."},
+    {"configure", configure, METH_VARARGS, "configure(change_cls, ws_globals, time_module)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -374,12 +495,18 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     INTERN(a_bytes_in, "bytes_in")
     INTERN(a_frames, "frames")
     INTERN(a_last_opcode, "last_opcode")
-    change_slots[0] = k_subscription_id;
-    change_slots[1] = k_change_type;
-    INTERN(change_slots[2], "row")
-    INTERN(change_slots[3], "old")
-    INTERN(change_slots[4], "seq")
-    INTERN(change_slots[5], "received_at")
+    INTERN(a_pushed, "_pushed")
+    INTERN(a_push_out, "_push_out")
+    INTERN(a_push, "_push")
+    INTERN(a_push_fd, "_push_fd")
+    INTERN(a_kernel_stamps, "_kernel_stamps")
+    INTERN(a_lag_sum, "lag_sum")
+    INTERN(a_lag_max, "lag_max")
+    INTERN(a_fall_back, "_fall_back")
+    INTERN(a_push_buffered, "_push_buffered")
+    INTERN(a_on_readable, "_on_readable")
+    INTERN(k_shift, "kernel_stamp_shift_s")
+    INTERN(k_time, "time")
 #undef INTERN
     PyObject *m = PyModule_Create(&module);
     if (m != NULL && PyModule_AddIntConstant(m, "INTERFACE", INTERFACE) < 0) {

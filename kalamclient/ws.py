@@ -69,17 +69,19 @@ _TIMESPEC = struct.Struct("@qq")
 kernel_stamp_shift_s = 0.0
 
 # Push mode's read of a socket, compiled (kalamclient/_speedups.c, built at install where a C compiler is
-# found): the same steps as _on_readable's Python below, which runs where it was not built, or with
+# found): the read watcher calls _on_readable_compiled(conn), which does what _on_readable's Python below does
+# (and calls it while events wait for recv()); the Python runs where it was not built, or with
 # KALAMDB_LT_PURE_PYTHON=1 (the tests run both). A binary of another interface is not used.
-_pump = None
+_on_readable_compiled = None
 if not os.environ.get("KALAMDB_LT_PURE_PYTHON"):
     try:  # by name: the compiled module imports nothing of the package, so this is no circle through kalamclient
         _speedups = importlib.import_module(__package__ + "._speedups")
     except ImportError:
         pass
     else:
-        if getattr(_speedups, "INTERFACE", None) == 1:
-            _pump = _speedups.pump
+        if getattr(_speedups, "INTERFACE", None) == 2:
+            _speedups.configure(Change, globals(), time)
+            _on_readable_compiled = _speedups.on_readable
 
 
 def ws_url(base_url: str, compress: bool = True, path: str = "/v1/ws") -> str:
@@ -805,7 +807,10 @@ class LiveConnection:
             return
         self._push_fallen = False
         self._push_exc = None
-        self._push_watch.start(self._on_readable)
+        if _on_readable_compiled is not None:
+            self._push_watch.start(_on_readable_compiled, self)
+        else:
+            self._push_watch.start(self._on_readable)
         self._push_buffered()
 
     def _stop_push(self) -> None:
@@ -830,23 +835,6 @@ class LiveConnection:
             self._hub.loop.run_callback(w.switch, True)
 
     def _on_readable(self) -> None:
-        if _pump is not None and not self._pushed and not self._push_out:
-            try:
-                changes, status = _pump(self, self._push_fd, self._push, Change, self._kernel_stamps,
-                                        kernel_stamp_shift_s, time.time)
-            except OSError as exc:
-                self._fall_back(exc)
-                return
-            if status == 2:     # nothing to read
-                return
-            if status == 3:     # the peer closed
-                self._fall_back(None)
-                return
-            if changes:
-                self._note_lag(time.time() - self._read_at, changes)
-            if status == 1:     # a frame that is not a plain change: the Python path takes it from here
-                self._push_buffered()
-            return
         real = self._real
         try:
             if self._kernel_stamps:

@@ -113,7 +113,7 @@ READS = ["compiled", "python"]
 def _read_env(read: str) -> dict:
     if read == "compiled":
         from kalamclient import ws
-        if ws._pump is None:
+        if ws._on_readable_compiled is None:
             pytest.skip("kalamclient._speedups was not built (no C compiler at install)")
         return dict(os.environ, KALAMDB_LT_PURE_PYTHON="")
     return dict(os.environ, KALAMDB_LT_PURE_PYTHON="1")
@@ -122,12 +122,12 @@ def _read_env(read: str) -> dict:
 # in the child: counts the compiled reads (none in Python)
 COUNT_READS = ("import kalamclient.ws as ws\n"
                "reads = [0]\n"
-               "if ws._pump is not None:\n"
-               "    _real_pump = ws._pump\n"
-               "    def _counted(*a):\n"
+               "if ws._on_readable_compiled is not None:\n"
+               "    _real_read = ws._on_readable_compiled\n"
+               "    def _counted(conn):\n"
                "        reads[0] += 1\n"
-               "        return _real_pump(*a)\n"
-               "    ws._pump = _counted\n")
+               "        return _real_read(conn)\n"
+               "    ws._on_readable_compiled = _counted\n")
 
 
 def _compiled_reads(out: str) -> int:
@@ -191,6 +191,7 @@ ORDER_SCRIPT = PRELUDE + COUNT_READS + textwrap.dedent(r'''
         return frame(b'{"type":"change","subscription_id":"s","change_type":"insert","rows":[{"_seq":"%d"}]}' % i)
 
     N = 3000
+    sent = {"bytes": 0, "frames": 1}  # accept() sent the auth_success
     def serve(lsock):
         c = accept(lsock)
         i = 0
@@ -198,15 +199,19 @@ ORDER_SCRIPT = PRELUDE + COUNT_READS + textwrap.dedent(r'''
             # bursts: a ping (a control frame: recv() takes over), then changes in the same read, now
             # and then an event that is not a change (recv() hands it out) with changes behind it
             burst = b"" if i % 7 else frame(b"p", opcode=9)
+            sent["frames"] += 0 if i % 7 else 1
             for _ in range(1 + i % 5):
                 i += 1
                 burst += change(i)
+                sent["frames"] += 1 + (i % 11 == 0)
                 if i % 11 == 0:
                     burst += frame(b'{"type":"subscription_ack","subscription_id":"s%d","total_rows":0,'
                                    b'"batch_control":{"batch_num":0,"has_more":false,"status":"ready"}}' % i)
             c.sendall(burst)
+            sent["bytes"] += len(burst)
             time.sleep(0.0005 if i % 3 else 0)
         c.sendall(frame(struct.pack("!H", 1000), opcode=8))
+        sent["frames"] += 1
         time.sleep(1)
 
     lsock = socket.socket(); lsock.bind(("127.0.0.1", 0)); lsock.listen(1)
@@ -237,7 +242,60 @@ ORDER_SCRIPT = PRELUDE + COUNT_READS + textwrap.dedent(r'''
     assert order == expected, next((k, a, b) for k, (a, b) in enumerate(zip(order, expected)) if a != b) if len(order) == len(expected) else (len(order), len(expected))
     print("OK loop=%d recv=%d" % (by_loop[0], by_recv[0]))
     print("compiled reads:", reads[0])
+    # the counters the read keeps, the same both ways: every frame, and the harness's lag of every event
+    assert conn.frames == sent["frames"], (conn.frames, sent)
+    assert conn.bytes_in > sent["bytes"], (conn.bytes_in, sent)  # and the upgrade's response before them
+    assert 0 < conn.lag_max <= conn.lag_sum < 0.05 * N, (conn.lag_sum, conn.lag_max)
 ''')
+
+
+PUSH_ONLY_SCRIPT = PRELUDE + COUNT_READS + textwrap.dedent(r'''
+    N = 600
+    def serve(lsock):
+        c = accept(lsock)
+        time.sleep(0.2)
+        i = 1
+        while i <= N:  # changes only, one to three to a write
+            k = min(i + 1 + i % 3, N + 1)
+            c.sendall(b"".join(frame(b'{"type":"change","subscription_id":"s","change_type":"insert",'
+                                     b'"rows":[{"_seq":"%d"}]}' % j) for j in range(i, k)))
+            i = k
+            time.sleep(0.001)
+        c.sendall(frame(struct.pack("!H", 1000), opcode=8))
+        time.sleep(1)
+
+    lsock = socket.socket(); lsock.bind(("127.0.0.1", 0)); lsock.listen(1)
+    gevent.spawn(serve, lsock)
+    conn = LiveConnection("http://127.0.0.1:%d" % lsock.getsockname()[1], "t", ping_interval=None)
+    conn.connect()
+    frames0, lag0 = conn.frames, conn.lag_sum
+    seqs = []
+    assert conn.push_changes(lambda ev: seqs.append(ev.seq))
+    ev = conn.recv(5)
+    assert type(ev) is Closed and ev.code == 1000, ev
+    print("push only: loop=%d in_order=%s frames=%d lag=%r lag_max=%r stamped=%s"
+          % (len(seqs), seqs == list(range(1, N + 1)), conn.frames - frames0, conn.lag_sum - lag0, conn.lag_max,
+             conn._kernel_stamps))
+    print("compiled reads:", reads[0])
+''')
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("read", READS)
+def test_gevent_push_mode_counts_what_the_loop_reads(read):
+    """Every change of a feed without control frames is handed out by the event loop (compiled or in
+    Python), in order, and the read keeps the connection's counters: each frame counted, the harness's
+    lag of each change noted (lag_sum, lag_max)."""
+    proc = subprocess.run([sys.executable, "-c", PUSH_ONLY_SCRIPT, str(ROOT)], capture_output=True, text=True,
+                          timeout=50, env=_read_env(read))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    line = proc.stdout.split("push only: ", 1)[1].split("\n", 1)[0]
+    got = dict(kv.split("=", 1) for kv in line.split())
+    assert (got["loop"], got["in_order"], got["frames"]) == ("600", "True", "601"), line  # and the close
+    lag, lag_max = float(got["lag"]), float(got["lag_max"])
+    assert 0 < lag_max <= lag < 600 * 0.05, line
+    assert got["stamped"] == "True", line  # kernel stamps: the lag is from the kernel's arrival
+    assert (_compiled_reads(proc.stdout) > 0) == (read == "compiled"), proc.stdout
 
 
 @pytest.mark.timeout(60)

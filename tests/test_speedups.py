@@ -30,7 +30,7 @@ def test_the_compiled_parts_are_built_and_used_where_a_c_compiler_is():
     if _compiler() is None:
         pytest.skip("no C compiler here: the install went on without the compiled parts")
     from kalamclient import ws
-    assert ws._pump is not None, "kalamclient._speedups was not built: pip install -e . again"
+    assert ws._on_readable_compiled is not None, "kalamclient._speedups was not built: pip install -e . again"
     assert model.content_digest is not model.content_digest_python, "checks._speedups was not built"
     assert model.old_values_digest is not model.old_values_digest_python
     assert ArrivalLog.record_row is not ArrivalLog.record_row_python
@@ -40,7 +40,7 @@ def test_the_compiled_parts_are_built_and_used_where_a_c_compiler_is():
 
 def test_the_python_is_used_when_asked_for():
     code = ("import kalamclient.ws as ws, checks.model as m, checks.arrivals as a, loadtest.run.listening as li;"
-            "print(ws._pump is None, m.content_digest is m.content_digest_python,"
+            "print(ws._on_readable_compiled is None, m.content_digest is m.content_digest_python,"
             " m.old_values_digest is m.old_values_digest_python,"
             " a.ArrivalLog.record_row is a.ArrivalLog.record_row_python, li.speedups is None)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60,
