@@ -233,15 +233,21 @@ def pipeline_base_main(base: str) -> None:
 
 
 def baseline_tree(rev: str, tmp: Path) -> Path:
-    """kalamclient/ as of git revision ``rev``, in a directory of its own."""
+    """kalamclient/ as of git revision ``rev``, in a directory of its own, its compiled read built there
+    as setup.py builds it (where that revision had one): the receive path before and after, compiled alike."""
     out = tmp / f"baseline-{rev.replace('/', '_')}"
     (out / "kalamclient").mkdir(parents=True, exist_ok=True)
-    names = subprocess.run(["git", "ls-tree", "--name-only", rev, "kalamclient/"], cwd=ROOT, check=True,
-                           capture_output=True, text=True).stdout.split()
+    names = subprocess.run(["git", "ls-tree", "-r", "--name-only", rev, "kalamclient/", "csrc/"], cwd=ROOT,
+                           check=True, capture_output=True, text=True).stdout.split()
     for name in names:
-        if name.endswith(".py"):
+        if name.endswith((".py", ".c", ".h")):
             data = subprocess.run(["git", "show", f"{rev}:{name}"], cwd=ROOT, check=True, capture_output=True).stdout
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
             (out / name).write_bytes(data)
+    if (out / "kalamclient" / "_speedups.c").exists():
+        build = ("from setuptools import Extension, setup; setup(script_args=['-q', 'build_ext', '--inplace'], "
+                 "ext_modules=[Extension('kalamclient._speedups', ['kalamclient/_speedups.c'], include_dirs=['csrc'])])")
+        subprocess.run([sys.executable, "-c", build], cwd=out, check=True, capture_output=True)
     return out
 
 
