@@ -45,7 +45,7 @@ import numpy as np
 import orjson
 
 from .model import (OP_DELETE, OP_INSERT, OP_NAMES, OP_UPDATE, OUTCOME_ACK, OUTCOME_NAMES,
-                    OUTCOME_PENDING, OUTCOME_REJECTED, OUTCOME_UNKNOWN, Workload, content_digest)
+                    OUTCOME_PENDING, OUTCOME_REJECTED, OUTCOME_UNKNOWN, Workload, content_digest, json_bytes)
 
 NAN = float("nan")
 
@@ -250,7 +250,7 @@ class WriteLedger:
         if op == OP_DELETE:
             del self._rows[pk]
         else:
-            self._rows[pk] = orjson.dumps(row)
+            self._rows[pk] = json_bytes(row)
         if prev_row is None:
             self._prev_rows.pop(pk, None)
         else:

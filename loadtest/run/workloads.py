@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from checks.model import OP_DELETE, OP_INSERT, OP_UPDATE
+from checks.model import OP_DELETE, OP_INSERT, OP_UPDATE, json_bytes
 
 SHARED = "shared"
 AGENT_CHAT = "agent-chat"
@@ -220,7 +220,7 @@ class WriteGenerator:
         live = self.live[table]
         if pk not in live:
             self._keys[table].add(_number(pk))
-        live[pk] = orjson.dumps(values)
+        live[pk] = json_bytes(values)
         if owner:
             self.owner[table][pk] = owner
 
