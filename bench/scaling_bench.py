@@ -2,7 +2,7 @@
 """The scaling curve: how cost grows with the work, on this machine (a script that prints figures; not a test).
 
     python bench/scaling_bench.py [--parts verifier,listeners,workers] [--max-writes 10000000] [--subs 3]
-                                  [--budget 180] [--write-rate 10] [--window 8] [--json PATH]
+                                  [--budget 400] [--write-rate 10] [--window 8] [--json PATH]
 
 1. Verifier and ledger at size. For N = 100k, 1M, 10M acknowledged writes (up to ``--max-writes``), a
    fresh subprocess per size builds a synthetic history with the project's own classes: the writers'
@@ -777,7 +777,7 @@ def main(argv=None) -> int:
     ap.add_argument("--parts", default="verifier,listeners,workers", help="comma list of: verifier, listeners, workers")
     ap.add_argument("--max-writes", type=int, default=10_000_000, help="largest history of part 1")
     ap.add_argument("--subs", type=int, default=3, help="part 1: subscriptions receiving every change")
-    ap.add_argument("--budget", type=float, default=180.0,
+    ap.add_argument("--budget", type=float, default=400.0,
                     help="part 1: a size whose run would take longer (s) is extrapolated, not run")
     ap.add_argument("--grid", default="20x1,200x1,1000x1,20x10",
                     help="part 2: LISTENERSxSUBSCRIPTIONS windows (listeners per process x subscriptions each)")
