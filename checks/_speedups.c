@@ -232,7 +232,7 @@ static int append(PyObject *self, int col, PyObject *v) {
 }
 
 static PyObject *record_row(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    PyObject *n = NULL, *seq = NULL, *digest_v = NULL, *old_v = NULL, *code = NULL, *epochs = NULL;
+    PyObject *n = NULL, *seq = NULL, *digest_v = NULL, *old_v = NULL, *code = NULL, *epochs = NULL, *out = NULL;
     PyObject *attrs[4] = {NULL, NULL, NULL, NULL}; /* _writer_col, _n_col, _row_columns, _writer_codes */
     if (kind_update < 0) {
         PyErr_SetString(PyExc_RuntimeError, "checks._speedups.record_row_method() was not called");
@@ -284,10 +284,10 @@ static PyObject *record_row(PyObject *self, PyObject *const *args, Py_ssize_t na
     } else {
         PyObject *s_raw = PyDict_GetItemWithError(src, s_seq_key);
         if (s_raw == NULL && PyErr_Occurred())
-            goto fail_w;
+            goto release_w;
         if ((r = int_of(s_raw, &seq)) <= 0) {
             if (r < 0)
-                goto fail_w;
+                goto release_w;
             Py_DECREF(writer);
             goto python;
         }
@@ -296,34 +296,34 @@ static PyObject *record_row(PyObject *self, PyObject *const *args, Py_ssize_t na
     }
     PyObject *cols = PySequence_Fast(attrs[2], "ArrivalLog._row_columns must be iterable");
     if (cols == NULL || (digest_v = digest(src, cols)) == NULL)
-        goto fail_w;
+        goto release_w;
     int no_old = 0, deleted_ok = 0;
     if (kind == kind_update) {
         int truth = PyObject_IsTrue(old);
         if (truth < 0)
-            goto fail_w;
+            goto release_w;
         if (truth) {
             PyObject *key = slot_get(self, &a_key_col);
             if (key == NULL)
-                goto fail_w;
+                goto release_w;
             old_v = old_digest_of(old, key);
             Py_DECREF(key);
             if (old_v == NULL)
-                goto fail_w;
+                goto release_w;
         } else {
             no_old = 1;
         }
     } else if (kind == kind_delete) {
         PyObject *d = PyDict_GetItemWithError(src, s_deleted_key);
         if (d == NULL && PyErr_Occurred())
-            goto fail_w;
+            goto release_w;
         deleted_ok = d == Py_True;
     }
     if (old_v == NULL)
         old_v = PyLong_FromLong(0);
     code = Py_XNewRef(PyDict_GetItemWithError(attrs[3], writer));
     if (code == NULL && (PyErr_Occurred() || (code = PyObject_CallMethodOneArg(self, s_writer_code, writer)) == NULL))
-        goto fail_w;
+        goto release_w;
     long flags = (deleted_ok ? flag_deleted_ok : 0) | (malformed ? flag_malformed : 0) | (no_old ? flag_no_old : 0);
     if (append(self, 0, Py_NewRef(args[0])) < 0 || append(self, 1, Py_NewRef(code)) < 0 ||
         append(self, 2, Py_NewRef(n)) < 0 || append(self, 3, Py_NewRef(seq)) < 0 ||
@@ -331,18 +331,9 @@ static PyObject *record_row(PyObject *self, PyObject *const *args, Py_ssize_t na
         append(self, 6, Py_NewRef(old_v)) < 0 ||
         append(self, 7, PyLong_FromSsize_t(PyList_GET_SIZE(epochs) - 1)) < 0 ||
         append(self, 8, PyLong_FromLong(flags)) < 0)
-        goto fail_w;
-    PyObject *out = PyTuple_Pack(2, writer, n);
-    Py_DECREF(writer);
-    Py_DECREF(n);
-    Py_DECREF(seq);
-    Py_DECREF(digest_v);
-    Py_DECREF(old_v);
-    Py_DECREF(code);
-    Py_DECREF(epochs);
-    for (int i = 0; i < 4; i++)
-        Py_DECREF(attrs[i]);
-    return out;
+        goto release_w;
+    out = PyTuple_Pack(2, writer, n); /* NULL on failure: the same release below */
+    goto release_w;
 python:
     Py_XDECREF(n);
     Py_XDECREF(seq);
@@ -357,7 +348,7 @@ python:
         Py_DECREF(reference);
         return r;
     }
-fail_w:
+release_w: /* out: the result, or NULL on an error */
     Py_DECREF(writer);
 fail:
     Py_XDECREF(n);
@@ -368,7 +359,7 @@ fail:
     Py_XDECREF(epochs);
     for (int i = 0; i < 4; i++)
         Py_XDECREF(attrs[i]);
-    return NULL;
+    return out;
 }
 
 static PyMethodDef record_row_def = {"record_row", (PyCFunction)(void (*)(void))record_row, METH_FASTCALL,

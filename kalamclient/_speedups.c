@@ -13,14 +13,15 @@
  * SO_TIMESTAMPNS + shift, else now()), appended to conn._rbuf[conn._rpos:]; then every whole, unmasked,
  * unfragmented text frame at the front of the buffer whose JSON is a change of the usual shape is made
  * into a change_cls with the slots subscription_id, change_type, row, old, seq and received_at set as
- * kalamclient.ws._change sets them (Change.__init__'s assignments), and handed to handler(change), in order. It stops at the first frame that is anything else
+ * kalamclient.ws._change sets them (Change.__init__'s assignments), and handed to handler(change), in order.
+ * It stops at the first frame that is anything else
  * (a control, binary, fragmented, masked or RSV frame, JSON that is not a change or not of that shape):
  * that frame and what follows stay in conn._rbuf for ws.py's own path, which decides what it is.
  * Written back: conn._rbuf (what is left, from 0), conn._rpos = 0, conn._read_at, conn.bytes_in,
  * conn.frames, conn.last_opcode.
  *
- * status: 0 the buffer holds no whole frame more; 1 a frame for ws.py's path is next in conn._rbuf;
- * 2 nothing to read (EAGAIN); 3 the peer closed (EOF). A failed read raises OSError.
+ * Its status: 0 the buffer holds no whole frame more; 1 a frame for ws.py's path is next in conn._rbuf;
+ * 2 nothing to read (EAGAIN); 3 the peer closed (EOF); a failed read is an OSError (on_readable's _fall_back).
  *
  * Why: a paced feed wakes the process once per frame or two, and each wake-up's Python (the read, the
  * buffer, the frame cut, the decode into a Change) cost more than Artillery's whole receive path
