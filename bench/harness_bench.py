@@ -92,7 +92,8 @@ def _child_env(job):
 
     o = get_parser(default_config_files=[]).parse_args(
         ["--workload", "shared", "--writers", str(len(job["writers"])), "--listeners", str(len(job["listeners"])),
-         "--write-rate", str(job.get("write_rate", 0))])
+         "--write-rate", str(job.get("write_rate", 0))]
+        + (["--read-collect-ms", str(job["read_collect_ms"])] if "read_collect_ms" in job else []))
     env = Environment(user_classes=[WriterUser, ListenerUser], events=locust.events, parsed_options=o,
                       host=job["url"])
     env.create_local_runner()  # its request listener feeds env.stats

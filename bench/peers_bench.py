@@ -25,6 +25,9 @@ in their own process, then the drain):
 * ``pipeline``: this project's listener pipeline (harness_bench's pipeline process: real
   ``ListenerSession`` s, Locust statistics, then the full ledger reconciled; msgs = verified deliveries,
   CPU = receiving + reconciling).
+* ``pipeline-wake``: the same with ``--read-collect-ms 0``: its loop polls at once, a wake-up per frame or
+  two (the pipeline before the collect interval; ``pipeline`` is a process that only listens, so it
+  collects for the default 2 ms).
 * ``pipeline-batch``: the same, with the reader draining every whole frame of a read per wake-up
   (``LiveConnection.recv_many``; the session's loop is a local subclass in bench/peers/batched.py).
 
@@ -59,7 +62,7 @@ PROCESSOR = BENCH / "peers" / "artillery_processor.js"
 PACE_HEADROOM = 1.05
 FLOOR_RAW = 1.0
 FLOOR_ARTILLERY = 1.0
-RECEIVERS = ("artillery", "locust", "raw", "picows", "pipeline", "pipeline-batch", "pipeline-base")
+RECEIVERS = ("artillery", "locust", "raw", "picows", "pipeline", "pipeline-batch", "pipeline-base", "pipeline-wake")
 
 
 def _cpu() -> float:
@@ -443,7 +446,9 @@ def window(url: str, admin, receiver: str, *, listeners: int, writers: int, rate
     harness = BENCH / "harness_bench.py"
     children = []
     try:
-        if receiver.startswith("pipeline"):
+        if receiver == "pipeline-wake":   # the pipeline as it was: the loop polls at once, a wake-up per frame
+            rc = Child(harness, "pipeline", dict(base, listeners=[acc(a) for a in p.listeners], read_collect_ms=0))
+        elif receiver.startswith("pipeline"):
             script, role = {"pipeline": (harness, "pipeline"), "pipeline-batch": (Path(__file__), "pipeline-batch"),
                             "pipeline-base": (Path(__file__), f"pipeline-base={baseline}")}[receiver]
             rc = Child(script, role, dict(base, listeners=[acc(a) for a in p.listeners]))

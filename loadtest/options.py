@@ -175,13 +175,17 @@ def add_stress_arguments(g) -> None:
                         "0 = off")
     g.add_argument("--progress-interval", type=float, default=5.0,
                    help="seconds between progress lines on the terminal in headless runs; 0 = off")
+    g.add_argument("--read-collect-ms", type=float, default=2.0,
+                   help="a process that only listens (no writer or reader users in it) lets its event loop gather "
+                        "readiness for this long before each poll, so one wake-up reads many sockets; latencies "
+                        "keep each read's kernel stamp; 0 = wake at every frame")
 
 
 # How `python3 -m loadtest --help` groups the options (tests/test_structure.py: every option in exactly one)
 GROUPS = {
     "run (users, rates, the end of a run)": (
         "--writers", "--listeners", "--write-rate", "--auth-rate", "--barrier-timeout", "--drain-timeout",
-        "--drain-quiet", "--cleanup"),
+        "--drain-quiet", "--cleanup", "--read-collect-ms"),
     "workload": ("--workload", "--op-mix", "--stream-tokens", "--payload-bytes", "--rows-per-insert",
                  "--snapshot-batch-size", "--reconnect-every", "--reconnect-pause", "--reconnect-share",
                  "--slow-listeners", "--slow-pause", "--slow-every", "--slow-rcvbuf"),
@@ -225,6 +229,7 @@ _RANGES = {
     "leak_probe": (0, None, True), "leak_grace": (0, None, True), "live_verify_interval": (0, None, True),
     "progress_interval": (0, None, True), "rows_per_insert": (1, 999, True), "slow_listeners": (0, None, True),
     "slow_pause": (0, None, False), "slow_every": (0, None, False), "slow_rcvbuf": (256, None, True),
+    "read_collect_ms": (0, 50, True),
 }
 
 

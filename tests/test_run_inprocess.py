@@ -168,3 +168,106 @@ def test_delivery_stats_write_what_statsentry_log_writes(call):
                          env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["SAME", "13", str(call == "python")]
+
+
+COLLECT_SCRIPT = textwrap.dedent(r"""
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    import locust  # monkey-patches gevent first
+    import os, socket, subprocess, time
+    import gevent, gevent.event
+    from locust.argument_parser import get_parser
+    from locust.env import Environment
+    import loadtest.plugin  # noqa: F401  (adds the load test's options to Locust's parser)
+    from loadtest.run.provision import Account, Provisioned
+    from loadtest.run.run import AdminCredentials, Run
+    from loadtest.run.workloads import tables_for
+
+    SENDER = ("import os, sys, time\nfds = [int(x) for x in sys.argv[2:]]\n"
+              "for i in range(int(sys.argv[1])):\n    os.write(fds[i % len(fds)], b'x'); time.sleep(0.002)\n")
+
+    def wakeups(sends=100, sockets=5):
+        # distinct loop iterations that read one of `sends` bytes, 2 ms apart round `sockets` sockets,
+        # from another process
+        loop = gevent.get_hub().loop
+        pairs = [socket.socketpair() for _ in range(sockets)]
+        seen, got, done, watchers = set(), [0], gevent.event.Event(), []
+        def on_read(fd):
+            got[0] += len(os.read(fd, 4096))
+            seen.add(loop.iteration)
+            if got[0] >= sends:
+                done.set()
+        for r, _ in pairs:
+            r.setblocking(False)
+            w = loop.io(r.fileno(), 1)
+            w.start(on_read, r.fileno())
+            watchers.append(w)
+        fds = [w.fileno() for _, w in pairs]
+        p = subprocess.Popen([sys.executable, "-c", SENDER, str(sends)] + [str(f) for f in fds], pass_fds=fds)
+        done.wait(60)
+        p.wait()
+        for w in watchers:
+            w.stop()
+            w.close()
+        for r, w in pairs:
+            r.close()
+            w.close()
+        assert got[0] == sends, got
+        return len(seen)
+
+    def timers_ms(n=20):
+        t = time.perf_counter()
+        for _ in range(n):
+            gevent.sleep(0.005)
+        return round((time.perf_counter() - t) * 1000)
+
+    def run_with(*args):
+        o = get_parser(default_config_files=[]).parse_args(["--workload", "shared", "--writers", "1",
+                                                            "--listeners", "2", *args])
+        env = Environment(events=locust.events, parsed_options=o, host="http://127.0.0.1:9")
+        run = Run(env, "http://127.0.0.1:9", AdminCredentials("root", "unused"))
+        run.prov = Provisioned("r", "ns", [Account("w", "p")], [Account("l1", "p"), Account("l2", "p")],
+                               tables_for("shared", "ns"))
+        return run
+
+    print("idle", run_with().read_collect_s, wakeups())
+    run = run_with("--read-collect-ms", "20")
+    run.claim_listener()
+    print("listening", run.read_collect_s, wakeups(), timers_ms())
+    run.claim_writer()
+    print("writing", run.read_collect_s, wakeups())
+    run.claim_listener()
+    print("writing", run.read_collect_s, wakeups())
+    off = run_with("--read-collect-ms", "0")
+    off.claim_listener()
+    print("off", off.read_collect_s, wakeups())
+    dflt = run_with()
+    dflt.claim_listener()
+    print("default", dflt.read_collect_s)
+""")
+
+
+def test_a_process_that_only_listens_reads_many_sockets_per_wake_up_and_stops_when_a_writer_joins():
+    """--read-collect-ms: while this process runs listeners only, its event loop gathers readiness before each
+    poll (100 bytes 2 ms apart over 5 sockets from another process: about 11 loop iterations at 20 ms,
+    one per byte without), and its timers keep their time; a writer here turns it off (its HTTP answers would
+    wait). Fails when the interval is not applied, is not turned off, or delays timers. In its own process:
+    Locust monkey-patches gevent on import."""
+    root = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", COLLECT_SCRIPT, root], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = {}
+    for line in out.stdout.splitlines():
+        name, *figures = line.split()
+        lines.setdefault(name, []).append(figures)
+    # no listener claimed yet: the loop polls at once
+    assert lines["idle"][0][0] == "0.0" and int(lines["idle"][0][1]) >= 60, lines
+    (interval, wakes, timers), = lines["listening"]
+    assert float(interval) == 0.02
+    assert int(wakes) <= 30, lines                  # ~11 (about 210 ms of sends / 20 ms), not ~100
+    assert int(timers) < 240, lines                 # 20 sleeps of 5 ms: 100-110 ms; delayed by 20 ms each: >= 400
+    for interval, wakes in lines["writing"]:       # a writer in this process: off, and stays off
+        assert float(interval) == 0.0 and int(wakes) >= 60, lines
+    assert lines["off"] == [["0.0", lines["off"][0][1]]] and int(lines["off"][0][1]) >= 60, lines
+    assert lines["default"] == [["0.002"]], lines

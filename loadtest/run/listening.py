@@ -27,6 +27,28 @@ from .compiled import speedups
 log = logging.getLogger(__name__)
 
 
+def collect_reads(seconds: float, hub=None) -> bool:
+    """Let this thread's gevent loop gather readiness for up to ``seconds`` before each poll (libev's
+    ``ev_set_io_collect_interval``; 0 = poll at once, libev's default), so that one wake-up serves the
+    frames that reached several sockets meanwhile. Timers are not delayed by it; a frame keeps its kernel
+    receive stamp, but a socket's frames that arrive within one interval are read at once and share the
+    read's stamp (the later frame's). False where it cannot apply (no gevent, a loop other than libev's)."""
+    try:
+        import gevent
+        from gevent.libev import corecext
+    except ImportError:
+        return False
+    loop = (hub or gevent.get_hub()).loop
+    if not isinstance(loop, corecext.loop):
+        return False
+    import ctypes
+    # corecext exports libev's symbols; loading its own path again returns the module already loaded
+    fn = ctypes.CDLL(corecext.__file__).ev_set_io_collect_interval
+    fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_double], None
+    fn(loop.ptr, float(seconds))
+    return True
+
+
 @dataclass(frozen=True)
 class SlowReading:
     """A slow consumer (--slow-listeners): it stops reading for ``pause`` s every ``every`` s while the

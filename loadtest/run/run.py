@@ -29,7 +29,7 @@ from kalamclient import KalamHttp
 from ..options import join_step, listener_count, parse_accept_known, step_schedule
 from . import drain
 from . import provision as prov_mod
-from .listening import ListenerSession, SlowReading
+from .listening import ListenerSession, SlowReading, collect_reads
 from .locuststats import DeliveryStats
 from .generator import GeneratorProbe
 from .pacing import TokenBucket
@@ -112,6 +112,7 @@ class Run:
         self._next_writer = 0
         self._next_listener = 0
         self._next_reader = 0
+        self.read_collect_s = 0.0   # the loop's collect interval now (_collect_reads)
         self._tokens: dict[str, str] = {}
         self._token_lock = threading.Lock()
         self.flags: dict = {}
@@ -163,6 +164,7 @@ class Run:
             return None
         acc = self.prov.writers[self._next_writer]
         self._next_writer += 1
+        self._collect_reads()
         return acc
 
     def claim_listener(self):
@@ -172,6 +174,7 @@ class Run:
             return None
         acc = self.prov.listeners[self._next_listener]
         self._next_listener += 1
+        self._collect_reads()
         return acc
 
     def claim_reader(self):
@@ -180,7 +183,18 @@ class Run:
             return None
         acc = readers[self._next_reader]
         self._next_reader += 1
+        self._collect_reads()
         return acc
+
+    def _collect_reads(self) -> None:
+        """--read-collect-ms in a process that only listens: its loop gathers readiness before each poll, so a
+        change that reached every socket is read in one wake-up, not one per socket (a paced feed woke it up
+        to twice per change). The latencies keep the kernel's receive stamps. Off as soon as a writer or a
+        reader runs here: their HTTP answers would wait in the loop, and Locust times them in user space."""
+        only_listening = self._next_listener > 0 and self._next_writer == 0 and self._next_reader == 0
+        want = self.options.read_collect_ms / 1000.0 if only_listening else 0.0
+        if want != self.read_collect_s and (collect_reads(want) or want == 0.0):
+            self.read_collect_s = want
 
     def write_rate_now(self) -> float:
         """Writes/s per writer now: --write-rate, or the stepped load's step."""
