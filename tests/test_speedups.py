@@ -201,6 +201,34 @@ def test_record_row_compiled_records_what_the_python_records(monkeypatch):
     assert all(sum(1 for f in flags if f & bit) > 50 for bit in (1, 2, 4)), collections.Counter(flags)
 
 
+def test_record_row_appends_in_place_and_honours_a_held_buffer_as_array_append_does():
+    """checks._speedups writes a column's item into the array's own storage (its layout checked at import);
+    a column whose buffer is held (a memoryview) refuses as array.array.append refuses it, both ways."""
+    from checks import _speedups
+    if ArrivalLog.record_row is ArrivalLog.record_row_python:
+        pytest.skip("checks._speedups was not built")
+    if sys.implementation.name == "cpython" and sys.version_info[:2] == (3, 11):
+        assert _speedups.ARRAY_IN_PLACE == 1   # the layout this file was written against
+    info = SubscriptionInfo("l01", "events", content_columns=("body",))
+    logs = {"compiled": ArrivalLog(info), "python": ArrivalLog(info)}
+    record = {"compiled": lambda log, *a: log.record_row(*a), "python": ArrivalLog.record_row_python}
+    rows = [{"id": f"w1:{i}", "writer": "w1", "n": str(i), "_seq": str(1000 + i), "body": "x"} for i in range(1, 200)]
+    for way, log in logs.items():
+        log.subscribed(1.0)
+        for i, row in enumerate(rows):   # across the arrays' regrowths (where the compiled one calls append)
+            record[way](log, KIND_INSERT, row, None, 2**40 + i, 5.0 + i)
+    assert _columns(logs["compiled"]) == _columns(logs["python"])
+    assert logs["compiled"].n.tolist() == list(range(1, 200))
+    for way, log in logs.items():
+        held = memoryview(log.t_recv)
+        with pytest.raises(BufferError):
+            record[way](log, KIND_INSERT, rows[0], None, 7, 9.0)
+        held.release()
+        record[way](log, KIND_UPDATE, rows[1], rows[0], 8, 10.0)
+    assert _columns(logs["compiled"]) == _columns(logs["python"])
+    assert len(logs["compiled"].kind) == 201 and logs["compiled"].t_recv[-1] == 10.0
+
+
 def _sessions():
     from loadtest.run.listening import ListenerSession
     from loadtest.run.provision import Account
