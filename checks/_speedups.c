@@ -292,11 +292,9 @@ static int append(PyObject *self, int col, PyObject *v) {
         return -1;
     }
     PyObject *r;
-    if (Py_TYPE(arr) == array_type && array_push(arr, v)) {
-        r = Py_NewRef(Py_None);
-    } else if (Py_TYPE(arr) == array_type) { /* array.array.append itself: no method lookup per call */
+    if (Py_TYPE(arr) == array_type) { /* in place, else array.array.append itself: no method lookup per call */
         PyObject *call[2] = {arr, v};
-        r = PyObject_Vectorcall(array_append, call, 2, NULL);
+        r = array_push(arr, v) ? Py_NewRef(Py_None) : PyObject_Vectorcall(array_append, call, 2, NULL);
     } else {
         r = PyObject_CallMethodOneArg(arr, s_append, v);
     }

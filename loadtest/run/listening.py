@@ -27,18 +27,17 @@ from .compiled import speedups
 log = logging.getLogger(__name__)
 
 
-def collect_reads(seconds: float, hub=None) -> bool:
+def collect_reads(seconds: float) -> bool:
     """Let this thread's gevent loop gather readiness for up to ``seconds`` before each poll (libev's
     ``ev_set_io_collect_interval``; 0 = poll at once, libev's default), so that one wake-up serves the
     frames that reached several sockets meanwhile. Timers are not delayed by it; a frame keeps its kernel
     receive stamp, but a socket's frames that arrive within one interval are read at once and share the
-    read's stamp (the later frame's). False where it cannot apply (no gevent, a loop other than libev's)."""
+    read's stamp (the later frame's). False where it cannot apply (a loop other than libev's)."""
     try:
-        import gevent
         from gevent.libev import corecext
-    except ImportError:
+    except ImportError:   # gevent built without libev's extension
         return False
-    loop = (hub or gevent.get_hub()).loop
+    loop = gevent.get_hub().loop
     if not isinstance(loop, corecext.loop):
         return False
     import ctypes

@@ -193,8 +193,8 @@ class Run:
         reader runs here: their HTTP answers would wait in the loop, and Locust times them in user space."""
         only_listening = self._next_listener > 0 and self._next_writer == 0 and self._next_reader == 0
         want = self.options.read_collect_ms / 1000.0 if only_listening else 0.0
-        if want != self.read_collect_s and (collect_reads(want) or want == 0.0):
-            self.read_collect_s = want
+        if want != self.read_collect_s:
+            self.read_collect_s = want if collect_reads(want) else 0.0
 
     def write_rate_now(self) -> float:
         """Writes/s per writer now: --write-rate, or the stepped load's step."""
